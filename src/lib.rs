@@ -1,0 +1,12 @@
+//! agentdrift: learn what normal looks like for an LLM agent from a reference
+//! run, then watch live sessions and raise statistically calibrated drift
+//! events.
+//!
+//! Data flows one way: [`ingest`] (bytes → steps) → [`features`] (sessions →
+//! numbers) → detectors → events → store/API. The statistical core is pure.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod features;
+pub mod ingest;
+pub mod model;

@@ -1,0 +1,17 @@
+//! The data model every stage shares: steps, sessions, segments, prices.
+//!
+//! Pure: no IO beyond reading a price file on request, no async.
+
+pub mod price;
+pub mod session;
+pub mod step;
+
+pub use price::{ModelPrice, PriceError, PriceTable};
+pub use session::{Grouped, POOLED_TASK_TYPE, SegmentKey, Session, group_sessions};
+pub use step::{
+    DEFAULT_TASK_TYPE, ErrorClass, MemoryOp, Outcome, Requestor, STEP_SCHEMA_VERSION, Status, Step, StepInvalid,
+    StepKind,
+};
+
+#[cfg(test)]
+mod schema_test;
