@@ -1,0 +1,55 @@
+//! OTLP trace decoding: `ExportTraceServiceRequest` in protobuf or JSON
+//! encoding (OTLP/JSON: hex ids, lowerCamelCase fields), then
+//! [`super::otel_map`] maps spans to steps.
+
+use super::{Location, ReadOptions, ReadOutput, RecordError, otel_map};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+/// Decodes an OTLP protobuf body.
+pub fn decode_proto(bytes: &[u8]) -> Result<ExportTraceServiceRequest, RecordError> {
+    ExportTraceServiceRequest::decode(bytes).map_err(|e| RecordError {
+        location: Location::Body,
+        field: None,
+        message: format!("not an OTLP ExportTraceServiceRequest (protobuf): {e}"),
+    })
+}
+
+/// Decodes an OTLP JSON body.
+pub fn decode_json(bytes: &[u8]) -> Result<ExportTraceServiceRequest, RecordError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| RecordError {
+        location: Location::Body,
+        field: Some(e.path().to_string()).filter(|p| p != "."),
+        message: format!("not an OTLP ExportTraceServiceRequest (JSON): {}", e.inner()),
+    })
+}
+
+fn finish(decoded: Result<ExportTraceServiceRequest, RecordError>, opts: &ReadOptions) -> ReadOutput {
+    match decoded {
+        Ok(req) => otel_map::map_request(&req, opts),
+        Err(e) => ReadOutput {
+            errors: vec![e],
+            ..ReadOutput::default()
+        },
+    }
+}
+
+/// Reads an OTLP protobuf body into steps.
+pub fn read_otlp_proto(bytes: &[u8], opts: &ReadOptions) -> ReadOutput {
+    finish(decode_proto(bytes), opts)
+}
+
+/// Reads an OTLP JSON body into steps.
+pub fn read_otlp_json(bytes: &[u8], opts: &ReadOptions) -> ReadOutput {
+    finish(decode_json(bytes), opts)
+}
+
+/// Number of spans in a request, for OTLP partial-success accounting.
+pub fn span_count(req: &ExportTraceServiceRequest) -> usize {
+    req.resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
