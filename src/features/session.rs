@@ -1,0 +1,485 @@
+//! Per-session features, computed by one streaming accumulator so that
+//! training (batch) and live scoring (one step at a time) share the same
+//! definitions.
+
+use super::sequence::{LoopObs, LoopTracker, MAX_CYCLE, REASON};
+use super::text::{CONFIDENCE, Lexicons, N_LEXICONS, TextScores};
+use crate::model::{ErrorClass, Outcome, PriceTable, Session, Status, Step, StepKind};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+macro_rules! features {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
+        /// A numeric per-session feature. Names are stable: they appear in
+        /// baselines, events and reports.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Feature { $($(#[doc = $doc])* $variant,)* }
+
+        impl Feature {
+            /// Every feature, in index order.
+            pub const ALL: &'static [Feature] = &[$(Feature::$variant,)*];
+
+            /// The stable name.
+            pub fn name(self) -> &'static str {
+                match self { $(Feature::$variant => $name,)* }
+            }
+
+            /// Parses a name.
+            pub fn from_name(s: &str) -> Option<Feature> {
+                match s { $($name => Some(Feature::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+features! {
+    /// Steps other than the end step.
+    Steps = "steps",
+    /// Model calls.
+    LlmCalls = "llm_calls",
+    /// Tool calls the agent made (user-run device tools excluded).
+    ToolCalls = "tool_calls",
+    /// User messages.
+    UserTurns = "user_turns",
+    /// Different tools the agent used.
+    DistinctTools = "distinct_tools",
+    /// tool calls / (model calls + tool calls).
+    ToolCallRatio = "tool_call_ratio",
+    /// model calls / steps.
+    LlmDensity = "llm_density",
+    /// Deepest span (absent without span information).
+    MaxDepth = "max_depth",
+    /// Longest run of consecutive model calls with no other step between.
+    ReasoningDepth = "reasoning_depth",
+    /// Prompt tokens over the session (absent if no call reported tokens).
+    InputTokens = "input_tokens",
+    /// Completion tokens over the session.
+    OutputTokens = "output_tokens",
+    /// (input + output tokens) / steps.
+    TokensPerStep = "tokens_per_step",
+    /// Cost in USD (given or computed).
+    CostUsd = "cost_usd",
+    /// Last step time − first step time, ms.
+    DurationMs = "duration_ms",
+    /// Mean step latency where steps report one, ms.
+    LatencyMs = "latency_ms",
+    /// Share of agent tool calls that worked.
+    ToolSuccessRatio = "tool_success_ratio",
+    /// Agent tool calls that failed.
+    ToolErrors = "tool_errors",
+    /// Largest prompt / the model's context window (where the window is known).
+    ContextUtilisation = "context_utilisation",
+    /// Mean characters per model output with text.
+    OutputChars = "output_chars",
+    /// Mean completion tokens per model call that reports them.
+    OutputTokensPerCall = "output_tokens_per_call",
+    /// Mean apology phrases per output.
+    Apology = "apology",
+    /// Mean hostile phrases per output.
+    Hostility = "hostility",
+    /// Mean courtesy phrases per output.
+    Politeness = "politeness",
+    /// Mean hedging phrases per output.
+    Hedging = "hedging",
+    /// Mean confidence phrases per output.
+    Confidence = "confidence",
+    /// Mean refusal phrases per output.
+    Refusal = "refusal",
+    /// Handoffs between agents.
+    Handoffs = "handoffs",
+    /// Most times one exact (tool, args) call was made.
+    RepeatCalls = "repeat_calls",
+    /// Most consecutive repeats of one short tool cycle (length 1–4).
+    CycleRepeats = "cycle_repeats",
+}
+
+/// Number of features.
+pub const N_FEATURES: usize = Feature::ALL.len();
+
+impl Feature {
+    /// Index into a feature vector.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Lexicon score features, in lexicon order.
+pub const LEXICON_FEATURES: [Feature; N_LEXICONS] = [
+    Feature::Apology,
+    Feature::Hostility,
+    Feature::Politeness,
+    Feature::Hedging,
+    Feature::Confidence,
+    Feature::Refusal,
+];
+
+/// Error class used for failed steps that name none.
+pub const UNCLASSIFIED: &str = "unclassified";
+
+/// Everything measured about one finished session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionFeatures {
+    /// Feature values by [`Feature::index`]; `None` where not measurable.
+    pub values: Vec<Option<f64>>,
+    /// The outcome, when the session has an end step with one.
+    pub outcome: Option<Outcome>,
+    /// The reward, when given.
+    pub reward: Option<f64>,
+    /// Failed steps per error class.
+    pub error_classes: BTreeMap<String, u32>,
+    /// True if any output carried a confidence marker.
+    pub confident: bool,
+    /// Markov states of the agent's actions, in order (without start/end).
+    pub states: Vec<String>,
+    /// Agent tool calls per tool.
+    pub tool_counts: BTreeMap<String, u32>,
+    /// Largest repeat count per cycle length 1..=4.
+    pub max_cycle_reps: [u32; MAX_CYCLE],
+    /// Number of steps of every kind, end included.
+    pub total_steps: u32,
+}
+
+impl SessionFeatures {
+    /// A feature's value.
+    pub fn get(&self, f: Feature) -> Option<f64> {
+        self.values[f.index()]
+    }
+
+    /// 1.0 for success, 0.0 for failure or escalation, `None` when unknown.
+    pub fn success(&self) -> Option<f64> {
+        self.outcome.map(|o| if o == Outcome::Success { 1.0 } else { 0.0 })
+    }
+
+    /// True when the session was escalated (outcome or an escalation error).
+    pub fn escalated(&self) -> bool {
+        self.outcome == Some(Outcome::Escalated) || self.error_classes.contains_key(ErrorClass::Escalation.as_str())
+    }
+}
+
+/// What one step contributed, for in-session detectors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepObs {
+    /// Scores of an llm output with text.
+    pub output: Option<OutputObs>,
+    /// Repetition at an agent tool call.
+    pub tool_loop: Option<(String, LoopObs)>,
+    /// Whether an agent tool call failed.
+    pub tool_failed: Option<bool>,
+}
+
+/// One model output's features.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OutputObs {
+    /// Text scores.
+    pub text: TextScores,
+    /// Completion tokens, when reported.
+    pub tokens: Option<u64>,
+}
+
+/// Folds a session's steps (in `seq` order) into [`SessionFeatures`].
+#[derive(Clone, Debug, Default)]
+pub struct SessionAccumulator {
+    total: u32,
+    steps: u32,
+    llm: u32,
+    tool: u32,
+    user: u32,
+    handoffs: u32,
+    tools_seen: HashSet<String>,
+    tool_counts: BTreeMap<String, u32>,
+    reason_run: u32,
+    max_reason_run: u32,
+    in_tok: Option<u64>,
+    out_tok: Option<u64>,
+    out_tok_calls: u32,
+    cost: Option<f64>,
+    first_ts: Option<i64>,
+    last_ts: Option<i64>,
+    lat_sum: f64,
+    lat_n: u32,
+    tool_ok: u32,
+    tool_err: u32,
+    error_classes: BTreeMap<String, u32>,
+    ctx_util: Option<f64>,
+    out_n: u32,
+    out_chars: u64,
+    lex: [u64; N_LEXICONS],
+    confident: bool,
+    depth_of_span: HashMap<String, u32>,
+    max_depth: Option<u32>,
+    outcome: Option<Outcome>,
+    reward: Option<f64>,
+    loops: LoopTracker,
+    states: Vec<String>,
+    /// An llm step whose tool request is unknown until the next acting step.
+    pending_reason: bool,
+}
+
+/// Cap on Markov states kept per session (bounded state for endless sessions).
+pub const MAX_STATES: usize = 10_000;
+
+impl SessionAccumulator {
+    /// Adds the next step.
+    pub fn push(&mut self, step: &Step, prices: &PriceTable, lex: &Lexicons) -> StepObs {
+        let mut obs = StepObs::default();
+        self.total += 1;
+        self.first_ts = Some(self.first_ts.map_or(step.ts, |t| t.min(step.ts)));
+        self.last_ts = Some(self.last_ts.map_or(step.ts, |t| t.max(step.ts)));
+        if let Some(d) = step.depth.or_else(|| {
+            let id = step.span_id.as_ref()?;
+            let d = match step.parent_span_id.as_deref() {
+                None => 0,
+                Some(p) => self.depth_of_span.get(p).map_or(1, |d| d + 1),
+            };
+            if self.depth_of_span.len() < MAX_STATES {
+                self.depth_of_span.insert(id.clone(), d);
+            }
+            Some(d)
+        }) {
+            self.max_depth = Some(self.max_depth.map_or(d, |m| m.max(d)));
+        }
+        if step.kind == StepKind::End {
+            self.outcome = step.outcome.or(self.outcome);
+            self.reward = step.reward.or(self.reward);
+            return obs;
+        }
+        self.steps += 1;
+        if let Some(l) = step.latency_ms {
+            self.lat_sum += l;
+            self.lat_n += 1;
+        }
+        if step.status == Some(Status::Error) {
+            let class = step.error_class.as_ref().map_or(UNCLASSIFIED, |c| c.as_str());
+            *self.error_classes.entry(class.to_string()).or_insert(0) += 1;
+        }
+        let acting = matches!(step.kind, StepKind::Llm | StepKind::Handoff | StepKind::Memory) || step.is_agent_tool();
+        if acting && self.pending_reason {
+            self.pending_reason = false;
+            if !step.is_agent_tool() {
+                self.push_state(REASON);
+            }
+        }
+        if step.kind == StepKind::Llm {
+            self.llm += 1;
+            self.reason_run += 1;
+            self.max_reason_run = self.max_reason_run.max(self.reason_run);
+        } else {
+            self.reason_run = 0;
+        }
+        match step.kind {
+            StepKind::Llm => {
+                if let Some(t) = step.input_tokens {
+                    self.in_tok = Some(self.in_tok.unwrap_or(0) + t);
+                    if let Some(window) = step.model.as_deref().and_then(|m| prices.lookup(m)?.context_window) {
+                        let u = t as f64 / window as f64;
+                        self.ctx_util = Some(self.ctx_util.map_or(u, |c| c.max(u)));
+                    }
+                }
+                if let Some(t) = step.output_tokens {
+                    self.out_tok = Some(self.out_tok.unwrap_or(0) + t);
+                    self.out_tok_calls += 1;
+                }
+                let cost = step.cost_usd.or_else(|| {
+                    let mut s = step.clone();
+                    prices.fill_cost(&mut s).then_some(s.cost_usd).flatten()
+                });
+                if let Some(c) = cost {
+                    self.cost = Some(self.cost.unwrap_or(0.0) + c);
+                }
+                if let Some(text) = step.text.as_deref().filter(|t| !t.is_empty()) {
+                    let scores = lex.score(text);
+                    self.out_n += 1;
+                    self.out_chars += u64::from(scores.chars);
+                    for (s, v) in self.lex.iter_mut().zip(scores.lexicon) {
+                        *s += u64::from(v);
+                    }
+                    self.confident |= scores.lexicon[CONFIDENCE] > 0;
+                    obs.output = Some(OutputObs {
+                        text: scores,
+                        tokens: step.output_tokens,
+                    });
+                }
+                match step.tool_calls_requested {
+                    Some(0) => self.push_state(REASON),
+                    Some(_) => {}
+                    None => self.pending_reason = true,
+                }
+            }
+            StepKind::Tool if step.is_agent_tool() => {
+                let name = step.tool.as_deref().unwrap_or("");
+                self.tool += 1;
+                if !self.tools_seen.contains(name) && self.tools_seen.len() < MAX_STATES {
+                    self.tools_seen.insert(name.to_string());
+                }
+                if self.tool_counts.len() < MAX_STATES || self.tool_counts.contains_key(name) {
+                    *self.tool_counts.entry(name.to_string()).or_insert(0) += 1;
+                }
+                let failed = step.status == Some(Status::Error);
+                if failed {
+                    self.tool_err += 1;
+                } else {
+                    self.tool_ok += 1;
+                }
+                obs.tool_failed = Some(failed);
+                obs.tool_loop = Some((name.to_string(), self.loops.push(name, step.args.as_ref())));
+                self.push_state(name);
+            }
+            StepKind::Tool | StepKind::Memory => {}
+            StepKind::User => self.user += 1,
+            StepKind::Handoff => self.handoffs += 1,
+            StepKind::End => unreachable!("handled above"),
+        }
+        obs
+    }
+
+    fn push_state(&mut self, s: &str) {
+        if self.states.len() < MAX_STATES {
+            self.states.push(s.to_string());
+        }
+    }
+
+    /// Number of steps pushed so far (end included).
+    pub fn len(&self) -> u32 {
+        self.total
+    }
+
+    /// True before the first step.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The features of the session so far.
+    pub fn finish(&self) -> SessionFeatures {
+        let mut states = self.states.clone();
+        if self.pending_reason {
+            states.push(REASON.to_string());
+        }
+        let ratio = |num: f64, den: f64| (den > 0.0).then(|| num / den);
+        let mut v = vec![None; N_FEATURES];
+        let steps = f64::from(self.steps);
+        v[Feature::Steps.index()] = Some(steps);
+        v[Feature::LlmCalls.index()] = Some(f64::from(self.llm));
+        v[Feature::ToolCalls.index()] = Some(f64::from(self.tool));
+        v[Feature::UserTurns.index()] = Some(f64::from(self.user));
+        v[Feature::DistinctTools.index()] = Some(self.tools_seen.len() as f64);
+        v[Feature::ToolCallRatio.index()] = ratio(f64::from(self.tool), f64::from(self.llm + self.tool));
+        v[Feature::LlmDensity.index()] = ratio(f64::from(self.llm), steps);
+        v[Feature::MaxDepth.index()] = self.max_depth.map(f64::from);
+        v[Feature::ReasoningDepth.index()] = Some(f64::from(self.max_reason_run));
+        v[Feature::InputTokens.index()] = self.in_tok.map(|t| t as f64);
+        v[Feature::OutputTokens.index()] = self.out_tok.map(|t| t as f64);
+        v[Feature::TokensPerStep.index()] = match (self.in_tok, self.out_tok) {
+            (None, None) => None,
+            (i, o) => ratio((i.unwrap_or(0) + o.unwrap_or(0)) as f64, steps),
+        };
+        v[Feature::CostUsd.index()] = self.cost;
+        v[Feature::DurationMs.index()] = match (self.first_ts, self.last_ts) {
+            (Some(a), Some(b)) if self.total >= 2 => Some((b - a) as f64),
+            _ => None,
+        };
+        v[Feature::LatencyMs.index()] = ratio(self.lat_sum, f64::from(self.lat_n));
+        v[Feature::ToolSuccessRatio.index()] = ratio(f64::from(self.tool_ok), f64::from(self.tool));
+        v[Feature::ToolErrors.index()] = Some(f64::from(self.tool_err));
+        v[Feature::ContextUtilisation.index()] = self.ctx_util;
+        v[Feature::OutputChars.index()] = ratio(self.out_chars as f64, f64::from(self.out_n));
+        v[Feature::OutputTokensPerCall.index()] = self
+            .out_tok
+            .and_then(|t| ratio(t as f64, f64::from(self.out_tok_calls)));
+        for (f, s) in LEXICON_FEATURES.iter().zip(self.lex) {
+            v[f.index()] = ratio(s as f64, f64::from(self.out_n));
+        }
+        v[Feature::Handoffs.index()] = Some(f64::from(self.handoffs));
+        v[Feature::RepeatCalls.index()] = Some(f64::from(self.loops.max_same_call));
+        v[Feature::CycleRepeats.index()] =
+            Some(f64::from(self.loops.max_cycle_reps.iter().copied().max().unwrap_or(0)));
+        SessionFeatures {
+            values: v,
+            outcome: self.outcome,
+            reward: self.reward,
+            error_classes: self.error_classes.clone(),
+            confident: self.confident,
+            states,
+            tool_counts: self.tool_counts.clone(),
+            max_cycle_reps: self.loops.max_cycle_reps,
+            total_steps: self.total,
+        }
+    }
+}
+
+/// Features of a whole session.
+pub fn session_features(session: &Session, prices: &PriceTable, lex: &Lexicons) -> SessionFeatures {
+    let mut acc = SessionAccumulator::default();
+    for s in &session.steps {
+        acc.push(s, prices, lex);
+    }
+    acc.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Requestor;
+
+    fn llm(seq: u64, text: &str, calls: Option<u32>) -> Step {
+        let mut s = Step::new("s", seq, 1000 * seq as i64, StepKind::Llm, "a");
+        s.text = Some(text.into());
+        s.tool_calls_requested = calls;
+        s
+    }
+
+    fn tool(seq: u64, name: &str, ok: bool) -> Step {
+        let mut s = Step::new("s", seq, 1000 * seq as i64, StepKind::Tool, "a");
+        s.tool = Some(name.into());
+        s.status = Some(if ok { Status::Ok } else { Status::Error });
+        s
+    }
+
+    #[test]
+    fn hand_counted_session() {
+        let mut steps = vec![
+            Step::new("s", 0, 0, StepKind::User, "a"),
+            llm(1, "Sorry, let me check.", Some(1)),
+            tool(2, "lookup", true),
+            llm(3, "", None),
+            tool(4, "lookup", false),
+            llm(5, "Done, thank you.", Some(0)),
+            llm(6, "Anything else?", None),
+        ];
+        steps[1].input_tokens = Some(100);
+        steps[1].output_tokens = Some(10);
+        steps[5].input_tokens = Some(200);
+        steps[5].output_tokens = Some(30);
+        let mut dev = tool(7, "toggle_airplane_mode", true);
+        dev.requestor = Some(Requestor::User);
+        steps.push(dev);
+        let mut end = Step::new("s", 8, 9000, StepKind::End, "a");
+        end.outcome = Some(Outcome::Success);
+        steps.push(end);
+        let f = session_features(
+            &Session::from_sorted("s", steps),
+            &PriceTable::default(),
+            Lexicons::builtin(),
+        );
+        let g = |x: Feature| f.get(x).unwrap();
+        assert_eq!(g(Feature::Steps), 8.0);
+        assert_eq!(g(Feature::LlmCalls), 4.0);
+        assert_eq!(
+            g(Feature::ToolCalls),
+            2.0,
+            "the user's device tool is not an agent tool call"
+        );
+        assert_eq!(g(Feature::ToolSuccessRatio), 0.5);
+        assert_eq!(g(Feature::ReasoningDepth), 2.0);
+        assert_eq!(g(Feature::InputTokens), 300.0);
+        assert_eq!(g(Feature::TokensPerStep), 340.0 / 8.0);
+        assert_eq!(g(Feature::DurationMs), 9000.0);
+        assert_eq!(g(Feature::Apology), 1.0 / 3.0);
+        assert_eq!(g(Feature::RepeatCalls), 2.0, "lookup twice with the same (absent) args");
+        assert!(f.get(Feature::MaxDepth).is_none(), "no span information: absent, not 0");
+        assert!(f.get(Feature::CostUsd).is_none(), "no model: no cost invented");
+        assert_eq!(f.states, vec!["lookup", "lookup", "<reason>", "<reason>"]);
+        assert_eq!(f.error_classes.get(UNCLASSIFIED), Some(&1));
+        assert_eq!(f.success(), Some(1.0));
+    }
+}
