@@ -1,0 +1,120 @@
+//! The `agentdrift` command line: argument definitions and dispatch. Each
+//! subcommand lives in its own module and returns an exit code.
+
+pub mod input;
+pub mod inspect;
+
+use crate::ingest::{Format, ReadOptions};
+use crate::model::PriceTable;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Catch LLM agents that quietly go wrong.
+#[derive(Debug, Parser)]
+#[command(name = "agentdrift", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Input options shared by commands that read recorded sessions.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Force the input format instead of detecting it from extension/content.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Fail on the first bad record instead of reporting all and going on.
+    #[arg(long)]
+    pub strict: bool,
+    /// Price table (TOML) used to compute costs where a source gives tokens only.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// Span/resource attribute that holds the task type in OTLP input (repeatable; first match wins).
+    #[arg(long = "task-type-attribute", value_name = "KEY")]
+    pub task_type_attributes: Vec<String>,
+}
+
+impl InputArgs {
+    /// The price table: `--prices`, else the built-in one.
+    pub fn prices(&self) -> anyhow::Result<PriceTable> {
+        Ok(match &self.prices {
+            Some(p) => PriceTable::load(p)?,
+            None => PriceTable::default(),
+        })
+    }
+
+    /// Reader options.
+    pub fn read_options(&self) -> ReadOptions {
+        let mut o = ReadOptions::default();
+        if !self.task_type_attributes.is_empty() {
+            o.task_type_attributes = self.task_type_attributes.clone();
+        }
+        o
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Summarise recorded sessions per (agent, task_type) segment.
+    Inspect {
+        /// Files or directories (NDJSON, MessagePack, OTLP protobuf/JSON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        input: InputArgs,
+    },
+}
+
+/// Prints bad records (at most `limit`) and a count to stderr.
+pub fn report_record_errors(errors: &[(String, crate::ingest::RecordError)], limit: usize) {
+    for (file, e) in errors.iter().take(limit) {
+        match &e.location {
+            crate::ingest::Location::Line(n) => eprintln!("{file}:{n}: {}", strip_location(e)),
+            _ => eprintln!("{file}: {e}"),
+        }
+    }
+    if errors.len() > limit {
+        eprintln!("… and {} more bad records", errors.len() - limit);
+    }
+}
+
+fn strip_location(e: &crate::ingest::RecordError) -> String {
+    match &e.field {
+        Some(f) => format!("field `{f}`: {}", e.message),
+        None => e.message.clone(),
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect { files, json, input } => {
+            let prices = input.prices()?;
+            let loaded = input::load(&files, input.format, &input.read_options(), &prices, input.strict)?;
+            let bad = !loaded.errors.is_empty();
+            if bad {
+                report_record_errors(&loaded.errors, 20);
+            }
+            let report = inspect::report(loaded, &prices);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", inspect::render(&report));
+            }
+            if bad {
+                eprintln!(
+                    "error: {} bad records (see above); use --strict to stop at the first",
+                    report.errors.len()
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

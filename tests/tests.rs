@@ -1,0 +1,10 @@
+//! One integration-test binary (ripgrep style); each module is one area.
+
+mod support;
+
+// `agentdrift inspect` on the real shared trajectories against the counts in their README.
+mod inspect_shared;
+// OTLP fixtures written by the OpenTelemetry Python SDK: both dialects, multi-agent handoffs.
+mod otel;
+// Arbitrary bytes into every reader: no panic, ever.
+mod reader_fuzz;
