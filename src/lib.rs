@@ -10,3 +10,5 @@ pub mod cli;
 pub mod features;
 pub mod ingest;
 pub mod model;
+pub mod spc;
+pub mod stats;

@@ -8,3 +8,7 @@ mod inspect_shared;
 mod otel;
 // Arbitrary bytes into every reader: no panic, ever.
 mod reader_fuzz;
+// Chart designs and count tests against ../shared/reference.
+mod spc_reference;
+// Simulation: every chart meets its designed in-control and 1σ ARL.
+mod spc_simulation;

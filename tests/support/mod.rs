@@ -69,3 +69,40 @@ where
     );
     String::from_utf8(out.stdout).expect("utf-8 stdout")
 }
+
+/// A CSV file as rows of column → text (handles quoted fields with commas).
+pub fn read_csv(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let split = |line: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut quoted = false;
+        for c in line.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => out.push(std::mem::take(&mut cur)),
+                c => cur.push(c),
+            }
+        }
+        out.push(cur);
+        out
+    };
+    let header = split(lines.next().expect("header"));
+    lines.map(|l| header.iter().cloned().zip(split(l)).collect()).collect()
+}
+
+/// A numeric CSV cell ("inf" allowed; blank is None).
+pub fn num(row: &std::collections::HashMap<String, String>, col: &str) -> Option<f64> {
+    let v = row.get(col).unwrap_or_else(|| panic!("column {col}")).trim();
+    if v.is_empty() {
+        None
+    } else {
+        Some(v.parse().unwrap_or_else(|_| panic!("{col}: {v}")))
+    }
+}
+
+/// Relative difference |a/b − 1| (absolute when b = 0).
+pub fn rel(a: f64, b: f64) -> f64 {
+    if b == 0.0 { a.abs() } else { (a / b - 1.0).abs() }
+}

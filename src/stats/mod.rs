@@ -1,0 +1,11 @@
+//! Numerical building blocks, statrs-style: one concept per file, validated
+//! inputs, tests against closed forms and published values. Pure.
+
+pub mod dist;
+pub mod ecdf;
+pub mod gtest;
+pub mod linalg;
+pub mod quadrature;
+pub mod root;
+
+pub use ecdf::Ecdf;
