@@ -12,3 +12,5 @@ mod reader_fuzz;
 mod spc_reference;
 // Simulation: every chart meets its designed in-control and 1σ ARL.
 mod spc_simulation;
+// `agentdrift design --json` against ../shared/reference.
+mod design_cli;

@@ -1,6 +1,7 @@
 //! The `agentdrift` command line: argument definitions and dispatch. Each
 //! subcommand lives in its own module and returns an exit code.
 
+pub mod design;
 pub mod input;
 pub mod inspect;
 
@@ -69,6 +70,12 @@ pub enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
+    /// Choose a control chart by in-control ARL (or evaluate a limit) and print its ARL per shift.
+    Design {
+        /// The chart.
+        #[command(subcommand)]
+        chart: design::DesignChart,
+    },
 }
 
 /// Prints bad records (at most `limit`) and a count to stderr.
@@ -113,6 +120,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.errors.len()
                 );
                 return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Design { chart } => {
+            let (doc, as_json) = design::design(&chart)?;
+            if as_json {
+                println!("{}", serde_json::to_string(&doc)?);
+            } else {
+                print!("{}", design::render(&doc));
             }
             Ok(ExitCode::SUCCESS)
         }
