@@ -3,7 +3,9 @@
 
 use crate::support::{num, read_csv, rel, run, run_ok, shared};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+type Row = HashMap<String, String>;
 
 fn design(args: &[String]) -> Value {
     let mut all = vec!["design".to_string()];
@@ -30,7 +32,7 @@ fn arl_at(doc: &Value, shift: f64) -> f64 {
 #[test]
 fn ewma_designs_by_arl0() {
     let rows = read_csv(&shared().join("reference/ewma_arl.csv"));
-    let mut designs: BTreeMap<(String, String), Vec<&std::collections::HashMap<String, String>>> = BTreeMap::new();
+    let mut designs: BTreeMap<(String, String), Vec<&Row>> = BTreeMap::new();
     for r in &rows {
         designs
             .entry((r["lambda"].clone(), r["arl0_target"].clone()))
@@ -81,8 +83,7 @@ fn ewma_evaluates_a_given_limit() {
 #[test]
 fn cusum_designs_and_evaluations() {
     let rows = read_csv(&shared().join("reference/cusum_arl.csv"));
-    let mut designs: BTreeMap<(String, String, String), Vec<&std::collections::HashMap<String, String>>> =
-        BTreeMap::new();
+    let mut designs: BTreeMap<(String, String, String), Vec<&Row>> = BTreeMap::new();
     for r in &rows {
         designs
             .entry((r["k"].clone(), r["h"].clone(), r["h_source"].clone()))
@@ -120,7 +121,7 @@ fn cusum_designs_and_evaluations() {
 #[test]
 fn shewhart_run_rules() {
     let rows = read_csv(&shared().join("reference/shewhart_we_arl_exact.csv"));
-    let mut by_rules: BTreeMap<String, Vec<&std::collections::HashMap<String, String>>> = BTreeMap::new();
+    let mut by_rules: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
     for r in &rows {
         by_rules.entry(r["rules"].clone()).or_default().push(r);
     }
