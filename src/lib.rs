@@ -6,7 +6,11 @@
 //! numbers) → detectors → events → store/API. The statistical core is pure.
 #![forbid(unsafe_code)]
 
+pub mod baseline;
 pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod engine;
 pub mod features;
 pub mod ingest;
 pub mod model;

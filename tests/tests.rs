@@ -14,3 +14,9 @@ mod spc_reference;
 mod spc_simulation;
 // `agentdrift design --json` against ../shared/reference.
 mod design_cli;
+// Baseline training, show and diff on the shared data.
+mod baseline_train;
+// Real in-control data through every detector, within the false-alarm budget.
+mod detect_real_data;
+// Detector properties: no panic, bounded state, NaN rejected.
+mod detect_properties;

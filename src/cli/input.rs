@@ -1,7 +1,7 @@
 //! Reading input files for the CLI: expand directories, detect formats,
 //! read in parallel, attach file names to record errors, fill computed costs.
 
-use crate::ingest::{self, Format, ReadOptions, RecordError};
+use crate::ingest::{self, Format, InputFile, ReadOptions, RecordError};
 use crate::model::{PriceTable, Step};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -28,21 +28,6 @@ pub enum InputError {
         /// The first bad record.
         error: RecordError,
     },
-}
-
-/// One input file as read.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct InputFile {
-    /// Path as given (or found under a given directory).
-    pub path: String,
-    /// Detected or forced format.
-    pub format: String,
-    /// SHA-256 of the bytes.
-    pub sha256: String,
-    /// Good records.
-    pub steps: usize,
-    /// Bad records.
-    pub errors: usize,
 }
 
 /// Everything read from the inputs.

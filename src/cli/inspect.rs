@@ -101,7 +101,7 @@ pub fn summarise(sessions: &[Session], prices: &PriceTable) -> Vec<SegmentSummar
 #[derive(Debug, Serialize)]
 pub struct InspectReport {
     /// Per-file summary.
-    pub files: Vec<super::input::InputFile>,
+    pub files: Vec<crate::ingest::InputFile>,
     /// Per-segment summary.
     pub segments: Vec<SegmentSummary>,
     /// Bad records (file, location, field, message).

@@ -4,6 +4,8 @@
 pub mod design;
 pub mod input;
 pub mod inspect;
+pub mod replay;
+pub mod train;
 
 use crate::ingest::{Format, ReadOptions};
 use crate::model::PriceTable;
@@ -76,6 +78,31 @@ pub enum Command {
         #[command(subcommand)]
         chart: design::DesignChart,
     },
+    /// Learn a baseline from a reference run.
+    Train(train::TrainArgs),
+    /// Inspect or compare baseline files.
+    Baseline {
+        /// What to do.
+        #[command(subcommand)]
+        action: BaselineAction,
+    },
+    /// Score recorded sessions offline with the service's scorer.
+    Replay(replay::ReplayArgs),
+}
+
+/// `agentdrift baseline …`.
+#[derive(Debug, Subcommand)]
+pub enum BaselineAction {
+    /// Summarise a baseline: per segment sessions, top transitions, feature medians and limits.
+    Show {
+        /// Baseline file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two baselines: what moved, with test statistics and p-values, ranked.
+    Diff(train::DiffArgs),
 }
 
 /// Prints bad records (at most `limit`) and a count to stderr.
@@ -123,6 +150,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Train(a) => train::run_train(a),
+        Command::Baseline { action } => match action {
+            BaselineAction::Show { file, json } => train::run_show(&file, json),
+            BaselineAction::Diff(a) => train::run_diff(a),
+        },
+        Command::Replay(a) => replay::run(a),
         Command::Design { chart } => {
             let (doc, as_json) = design::design(&chart)?;
             if as_json {

@@ -105,7 +105,7 @@ pub struct LoopObs {
 }
 
 /// Streaming repetition tracker over one session's agent tool calls.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LoopTracker {
     calls: HashMap<u64, u32>,
     recent: [u64; 2 * MAX_CYCLE],

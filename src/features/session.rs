@@ -178,7 +178,7 @@ pub struct OutputObs {
 }
 
 /// Folds a session's steps (in `seq` order) into [`SessionFeatures`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SessionAccumulator {
     total: u32,
     steps: u32,

@@ -162,6 +162,21 @@ impl Default for ReadOptions {
     }
 }
 
+/// One input file as read.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct InputFile {
+    /// Path as given (or found under a given directory).
+    pub path: String,
+    /// Detected or forced format.
+    pub format: String,
+    /// SHA-256 of the bytes.
+    pub sha256: String,
+    /// Good records.
+    pub steps: usize,
+    /// Bad records.
+    pub errors: usize,
+}
+
 /// Reads bytes in the given format.
 pub fn read(format: Format, bytes: &[u8], opts: &ReadOptions) -> ReadOutput {
     match format {

@@ -95,9 +95,16 @@ impl CusumDesign {
 
     /// The design with in-control ARL `arl0` (root-finding on h).
     pub fn for_arl0(k: f64, arl0: f64, head_start: f64) -> Result<CusumDesign, ChartError> {
+        CusumDesign::for_arl_at(k, arl0, 0.0, head_start)
+    }
+
+    /// The design whose ARL at mean shift `delta` is `arl0` (see
+    /// [`EwmaDesign::for_arl_at`](super::ewma::EwmaDesign::for_arl_at)).
+    pub fn for_arl_at(k: f64, arl0: f64, delta: f64, head_start: f64) -> Result<CusumDesign, ChartError> {
         check_range("arl0", arl0, 1.5, 1e9)?;
+        check_range("delta", delta, 0.0, 3.0)?;
         let probe = CusumDesign::new(k, 1.0, head_start)?;
-        let f = |h: f64| (CusumDesign { h, ..probe }.arl(0.0)).ln() - arl0.ln();
+        let f = |h: f64| (CusumDesign { h, ..probe }.arl(delta)).ln() - arl0.ln();
         // Bracket upwards: very large h overflow the ARL solution.
         let mut hi = 1.0;
         while f(hi) < 0.0 {

@@ -120,9 +120,17 @@ impl EwmaDesign {
 
     /// The design whose in-control ARL is `arl0` (root-finding on L).
     pub fn for_arl0(lambda: f64, arl0: f64, limits: EwmaLimits) -> Result<EwmaDesign, ChartError> {
+        EwmaDesign::for_arl_at(lambda, arl0, 0.0, limits)
+    }
+
+    /// The design whose ARL at mean shift `delta` is `arl` (the in-control
+    /// ARL is then at least `arl`: used to guarantee it against a reference
+    /// that is off by up to `delta`).
+    pub fn for_arl_at(lambda: f64, arl0: f64, delta: f64, limits: EwmaLimits) -> Result<EwmaDesign, ChartError> {
         check_range("arl0", arl0, 1.5, 1e9)?;
+        check_range("delta", delta, 0.0, 3.0)?;
         let probe = EwmaDesign::new(lambda, 1.0, limits)?;
-        let f = |l: f64| (EwmaDesign { l, ..probe }.arl(0.0)).ln() - arl0.ln();
+        let f = |l: f64| (EwmaDesign { l, ..probe }.arl(delta)).ln() - arl0.ln();
         let l = brent(f, 0.05, 8.0, 1e-10).ok_or(ChartError::Unreachable { arl0 })?;
         EwmaDesign::new(lambda, l, limits)
     }

@@ -162,16 +162,23 @@ impl ShewhartDesign {
     /// The design with in-control ARL `arl0`: zone limits scaled together;
     /// with rule 4, its run is first lengthened (from the given length) until
     /// the target is reachable at all.
-    pub fn for_arl0(mut rules: Rules, arl0: f64) -> Result<ShewhartDesign, ChartError> {
+    pub fn for_arl0(rules: Rules, arl0: f64) -> Result<ShewhartDesign, ChartError> {
+        ShewhartDesign::for_arl_at(rules, arl0, 0.0)
+    }
+
+    /// The design whose ARL at mean shift `delta` is `arl0` (see
+    /// [`EwmaDesign::for_arl_at`](super::ewma::EwmaDesign::for_arl_at)).
+    pub fn for_arl_at(mut rules: Rules, arl0: f64, delta: f64) -> Result<ShewhartDesign, ChartError> {
         check_range("arl0", arl0, 1.5, 1e9)?;
+        check_range("delta", delta, 0.0, 3.0)?;
         const C_MAX: f64 = 9.0;
-        while rules.r4 && (ShewhartDesign { rules, c: C_MAX }).arl(0.0) < arl0 {
+        while rules.r4 && (ShewhartDesign { rules, c: C_MAX }).arl(delta) < arl0 {
             if rules.run >= 40 {
                 return Err(ChartError::Unreachable { arl0 });
             }
             rules.run += 1;
         }
-        let f = |c: f64| ShewhartDesign { rules, c }.arl(0.0).ln() - arl0.ln();
+        let f = |c: f64| ShewhartDesign { rules, c }.arl(delta).ln() - arl0.ln();
         let c = brent(f, 0.5, C_MAX, 1e-10).ok_or(ChartError::Unreachable { arl0 })?;
         ShewhartDesign::new(rules, c)
     }

@@ -141,6 +141,17 @@ impl Ecdf {
         }
     }
 
+    /// The sample itself, sorted.
+    pub fn values(&self) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.n as usize);
+        let mut prev = 0;
+        for (v, c) in self.values.iter().zip(&self.cum) {
+            out.extend(std::iter::repeat_n(*v, (c - prev) as usize));
+            prev = *c;
+        }
+        out
+    }
+
     /// Sample mean.
     pub fn mean(&self) -> f64 {
         let mut prev = 0;

@@ -5,41 +5,48 @@
 use ndarray::{Array1, Array2};
 
 /// Solves A x = b by LU with partial pivoting. `None` if A is singular.
-pub fn solve_dense(mut a: Array2<f64>, mut b: Array1<f64>) -> Option<Array1<f64>> {
+pub fn solve_dense(a: Array2<f64>, b: Array1<f64>) -> Option<Array1<f64>> {
     let n = a.nrows();
     assert_eq!(n, a.ncols(), "square matrix");
     assert_eq!(n, b.len(), "matching right-hand side");
+    // Work on a flat row-major copy: slice loops vectorise, index checks vanish.
+    let mut m: Vec<f64> = a.iter().copied().collect();
+    let mut b: Vec<f64> = b.to_vec();
     for k in 0..n {
         let (p, pmax) = (k..n)
-            .map(|i| (i, a[[i, k]].abs()))
-            .fold((k, -1.0), |m, x| if x.1 > m.1 { x } else { m });
+            .map(|i| (i, m[i * n + k].abs()))
+            .fold((k, -1.0), |acc, x| if x.1 > acc.1 { x } else { acc });
         if pmax <= 1e-300 || !pmax.is_finite() {
             return None;
         }
         if p != k {
             for j in 0..n {
-                a.swap([k, j], [p, j]);
+                m.swap(k * n + j, p * n + j);
             }
             b.swap(k, p);
         }
-        let pivot = a[[k, k]];
-        for i in (k + 1)..n {
-            let f = a[[i, k]] / pivot;
+        let (upper, lower) = m.split_at_mut((k + 1) * n);
+        let pivot_row = &upper[k * n..k * n + n];
+        let pivot = pivot_row[k];
+        let bk = b[k];
+        for (r, row) in lower.chunks_exact_mut(n).enumerate() {
+            let f = row[k] / pivot;
             if f != 0.0 {
-                a[[i, k]] = 0.0;
-                for j in (k + 1)..n {
-                    a[[i, j]] -= f * a[[k, j]];
+                row[k] = 0.0;
+                for (x, y) in row[k + 1..].iter_mut().zip(&pivot_row[k + 1..]) {
+                    *x -= f * y;
                 }
-                b[i] -= f * b[k];
+                b[k + 1 + r] -= f * bk;
             }
         }
     }
-    let mut x = Array1::zeros(n);
+    let mut x = vec![0.0; n];
     for i in (0..n).rev() {
-        let s: f64 = ((i + 1)..n).map(|j| a[[i, j]] * x[j]).sum();
-        x[i] = (b[i] - s) / a[[i, i]];
+        let row = &m[i * n..(i + 1) * n];
+        let s: f64 = row[i + 1..].iter().zip(&x[i + 1..]).map(|(a, x)| a * x).sum();
+        x[i] = (b[i] - s) / row[i];
     }
-    Some(x)
+    Some(Array1::from(x))
 }
 
 /// A sparse square matrix in compressed rows.

@@ -6,6 +6,7 @@ pub mod ecdf;
 pub mod gtest;
 pub mod linalg;
 pub mod quadrature;
+pub mod ranks;
 pub mod root;
 
 pub use ecdf::Ecdf;

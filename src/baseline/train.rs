@@ -1,0 +1,1031 @@
+//! Training: recorded sessions → a baseline per segment.
+//!
+//! 1. Features per session (the streaming accumulator, on every core).
+//! 2. Segments: (agent, task part of `segment_by`); every agent also gets a
+//!    pooled `*` segment; segments under `min_sessions` are not built and
+//!    their sessions are scored against the pooled one (a warning says so).
+//! 3. Phase I: a reference session is out of control when a charted
+//!    quantity's robust z-score on the log scale, |ln(1+x) − median| /
+//!    (1.4826·MAD), exceeds `phase1_robust_z` (default 6); at most
+//!    `phase1_max_share` (10%) of a segment is excluded, most extreme first.
+//!    Excluded sessions are reported and left out of every distribution,
+//!    chain, rate and limit of that segment.
+//! 4. Aggregation with polars: one row per (segment, session) for rates and
+//!    costs, one row per (segment, transition) and (segment, tool) for the
+//!    Markov chain and tool usage, grouped by segment.
+//! 5. Distributions (ECDFs), loop tail models, over-dispersion of the window
+//!    tests by resampling, the T² profile (linfa PCA, Ledoit–Wolf shrinkage
+//!    when m < 10p), then the chart plan within the alarm budget.
+
+use super::types::*;
+use crate::detect::plan::plan;
+use crate::detect::segment::session_uniform;
+use crate::features::sequence::{END, NEW_TOOL, REASON, START};
+use crate::features::text::N_LEXICONS;
+use crate::features::{Feature, Lexicons, OutputObs, SessionAccumulator, SessionFeatures};
+use crate::ingest::InputFile;
+use crate::model::{POOLED_TASK_TYPE, PriceTable, SegmentKey, Session, Step, group_sessions};
+use crate::stats::Ecdf;
+use crate::stats::gtest::homogeneity;
+use linfa::traits::Fit;
+use ndarray::Array2;
+use polars::prelude::*;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Baseline file schema version written by this build.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// No sessions in the input.
+    #[error("no sessions in the input: nothing to learn from")]
+    Empty,
+    /// Aggregation failed.
+    #[error("aggregation failed: {0}")]
+    Polars(#[from] PolarsError),
+    /// A chart could not be designed.
+    #[error("segment {segment}: {source}")]
+    Design {
+        /// Segment.
+        segment: String,
+        /// Cause.
+        source: crate::spc::ChartError,
+    },
+    /// Invalid configuration.
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+}
+
+/// Features charted and screened in phase I.
+pub const PHASE1_FEATURES: &[Feature] = &[
+    Feature::Steps,
+    Feature::ToolCalls,
+    Feature::InputTokens,
+    Feature::OutputTokens,
+    Feature::CostUsd,
+    Feature::DurationMs,
+    Feature::RepeatCalls,
+];
+
+/// Session features of the multivariate (T²) profile, each as its PIT z-score.
+pub const PROFILE_FEATURES: &[Feature] = &[
+    Feature::Steps,
+    Feature::ToolCallRatio,
+    Feature::ReasoningDepth,
+    Feature::DistinctTools,
+    Feature::OutputChars,
+    Feature::TokensPerStep,
+    Feature::DurationMs,
+    Feature::ToolSuccessRatio,
+];
+
+/// Per-output values kept per segment at most (evenly spaced order statistics beyond).
+pub const MAX_OUTPUT_SAMPLE: usize = 20_000;
+
+/// Dispersion resamples.
+const RESAMPLES: usize = 100;
+
+/// One session, measured.
+pub struct SessionRow {
+    /// Session id.
+    pub id: String,
+    /// Agent.
+    pub agent: String,
+    /// Task part of the segment key.
+    pub task: String,
+    /// Task type (for success by task type).
+    pub task_type: String,
+    /// Intent, when given.
+    pub intent: Option<String>,
+    /// Features.
+    pub features: SessionFeatures,
+    /// Model outputs in order.
+    pub outputs: Vec<OutputObs>,
+}
+
+/// The task part of a session's segment key under `segment_by`, from its
+/// first step (so a live session knows its segment from its first step).
+pub fn task_part(first: &Step, by: &[SegmentField]) -> String {
+    let parts: Vec<String> = by
+        .iter()
+        .filter(|f| **f != SegmentField::Agent)
+        .map(|f| match f {
+            SegmentField::TaskType => first.task_type_or_default().to_string(),
+            SegmentField::Intent => first.intent.clone().unwrap_or_else(|| "none".into()),
+            SegmentField::Agent => unreachable!("filtered"),
+        })
+        .collect();
+    if parts.is_empty() {
+        POOLED_TASK_TYPE.to_string()
+    } else {
+        parts.join("|")
+    }
+}
+
+/// The segment a session belongs to under `segment_by` (its own, before fallback).
+pub fn segment_of(first: &Step, by: &[SegmentField]) -> SegmentKey {
+    SegmentKey::new(first.agent.clone(), task_part(first, by))
+}
+
+/// Measures one session.
+pub fn measure(session: &Session, prices: &PriceTable, lex: &Lexicons, by: &[SegmentField]) -> SessionRow {
+    let mut acc = SessionAccumulator::default();
+    let mut outputs = Vec::new();
+    for s in &session.steps {
+        if let Some(o) = acc.push(s, prices, lex).output {
+            outputs.push(o);
+        }
+    }
+    let first = &session.steps[0];
+    SessionRow {
+        id: session.id.clone(),
+        agent: first.agent.clone(),
+        task: task_part(first, by),
+        task_type: first.task_type_or_default().to_string(),
+        intent: session.steps.iter().find_map(|s| s.intent.clone()),
+        features: acc.finish(),
+        outputs,
+    }
+}
+
+/// Measures sessions on every core, keeping their order.
+pub fn measure_all(sessions: &[Session], prices: &PriceTable, by: &[SegmentField]) -> Vec<SessionRow> {
+    let lex = Lexicons::builtin();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let chunk = sessions.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = sessions
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|x| measure(x, prices, lex, by)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("measuring threads do not panic"))
+            .collect()
+    })
+}
+
+/// Trains a baseline from loose steps.
+pub fn train(
+    steps: Vec<Step>,
+    inputs: Vec<InputFile>,
+    cfg: &TrainConfig,
+    prices: &PriceTable,
+) -> Result<Baseline, TrainError> {
+    validate(cfg)?;
+    let n_steps = steps.len() as u64;
+    let grouped = group_sessions(steps);
+    if grouped.sessions.is_empty() {
+        return Err(TrainError::Empty);
+    }
+    let rows = measure_all(&grouped.sessions, prices, &cfg.segment_by);
+    train_rows(&rows, n_steps, inputs, cfg)
+}
+
+fn validate(cfg: &TrainConfig) -> Result<(), TrainError> {
+    let bad = |m: &str| Err(TrainError::Config(m.to_string()));
+    if cfg.segment_by.first() != Some(&SegmentField::Agent) {
+        return bad("segment_by must start with `agent`");
+    }
+    if !(cfg.arl0.is_finite() && cfg.arl0 >= 10.0) {
+        return bad("arl0 must be at least 10 sessions");
+    }
+    if cfg.min_sessions < 2 {
+        return bad("min_sessions must be at least 2");
+    }
+    if !(cfg.ewma_lambda > 0.0 && cfg.ewma_lambda <= 1.0 && cfg.output_lambda > 0.0 && cfg.output_lambda <= 1.0) {
+        return bad("ewma_lambda and output_lambda must be in (0, 1]");
+    }
+    if cfg.window < 5 || cfg.hop == 0 || cfg.hop > cfg.window {
+        return bad("window must be at least 5 and hop in 1..=window");
+    }
+    if !(0.5..1.0).contains(&cfg.guarantee) {
+        return bad("guarantee must be in [0.5, 1)");
+    }
+    if cfg.weights.values().any(|w| !w.is_finite() || *w < 0.0) {
+        return bad("weights must be non-negative numbers");
+    }
+    Ok(())
+}
+
+/// Trains from measured sessions.
+pub fn train_rows(
+    rows: &[SessionRow],
+    n_steps: u64,
+    inputs: Vec<InputFile>,
+    cfg: &TrainConfig,
+) -> Result<Baseline, TrainError> {
+    let mut warnings = Vec::new();
+    // Segment membership: own segment (if big enough) and the agent's pool.
+    let mut own: BTreeMap<SegmentKey, Vec<usize>> = BTreeMap::new();
+    let mut pooled: BTreeMap<SegmentKey, Vec<usize>> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        own.entry(SegmentKey::new(&r.agent, &r.task)).or_default().push(i);
+        pooled
+            .entry(SegmentKey::new(&r.agent, POOLED_TASK_TYPE))
+            .or_default()
+            .push(i);
+    }
+    let mut members: BTreeMap<SegmentKey, Vec<usize>> = BTreeMap::new();
+    for (key, idx) in own {
+        if key.is_pooled() {
+            continue; // segment_by = agent: the pool is the segment
+        }
+        if idx.len() >= cfg.min_sessions as usize {
+            members.insert(key, idx);
+        } else {
+            warnings.push(format!(
+                "segment {key} has {} sessions (< min_sessions {}): its sessions are scored against {}",
+                idx.len(),
+                cfg.min_sessions,
+                key.pooled()
+            ));
+        }
+    }
+    for (key, idx) in pooled {
+        if idx.len() < cfg.min_sessions as usize {
+            warnings.push(format!(
+                "pooled segment {key} has only {} sessions (< min_sessions {}): its limits rest on a thin reference",
+                idx.len(),
+                cfg.min_sessions
+            ));
+        }
+        members.insert(key, idx);
+    }
+
+    // Phase I per segment.
+    let mut excluded_all = Vec::new();
+    let mut kept: BTreeMap<SegmentKey, Vec<usize>> = BTreeMap::new();
+    for (key, idx) in &members {
+        let (keep, out) = phase1(rows, idx, cfg);
+        for (i, reason) in out {
+            excluded_all.push(ExcludedSession {
+                segment: key.clone(),
+                session_id: rows[i].id.clone(),
+                reason,
+            });
+        }
+        kept.insert(key.clone(), keep);
+    }
+
+    let aggregates = aggregate(rows, &kept)?;
+    let mut segments = Vec::new();
+    for (key, idx) in &kept {
+        let agg = aggregates.get(&key.to_string()).cloned().unwrap_or_default();
+        let excluded = members[key].len() - idx.len();
+        let mut seg = build_segment(rows, key, idx, agg, excluded as u32, cfg);
+        seg.pooled_task_types = if key.is_pooled() {
+            idx.iter()
+                .map(|&i| rows[i].task.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        seg.charts = plan(&seg, cfg).map_err(|source| TrainError::Design {
+            segment: key.to_string(),
+            source,
+        })?;
+        segments.push(seg);
+    }
+    let lex = Lexicons::builtin();
+    Ok(Baseline {
+        meta: BaselineMeta {
+            schema_version: SCHEMA_VERSION,
+            agentdrift_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            inputs,
+            sessions: rows.len() as u64,
+            steps: n_steps,
+            config: cfg.clone(),
+            lexicon_version: lex.version.clone(),
+            lexicon_hash: lex.hash.clone(),
+            warnings,
+            phase1_excluded: excluded_all,
+        },
+        segments,
+    })
+}
+
+/// Phase-I cleaning: (kept indices, excluded with reasons).
+fn phase1(rows: &[SessionRow], idx: &[usize], cfg: &TrainConfig) -> (Vec<usize>, Vec<(usize, String)>) {
+    let mut worst: Vec<(f64, usize, String)> = Vec::new();
+    let mut score: HashMap<usize, (f64, String)> = HashMap::new();
+    for &f in PHASE1_FEATURES {
+        let vals: Vec<(usize, f64)> = idx
+            .iter()
+            .filter_map(|&i| rows[i].features.get(f).map(|v| (i, (1.0 + v.max(0.0)).ln())))
+            .collect();
+        if vals.len() < 5 {
+            continue;
+        }
+        let mut xs: Vec<f64> = vals.iter().map(|v| v.1).collect();
+        let med = median(&mut xs);
+        let mut dev: Vec<f64> = xs.iter().map(|x| (x - med).abs()).collect();
+        let mad = 1.4826 * median(&mut dev);
+        if mad <= 0.0 {
+            continue;
+        }
+        for (i, x) in vals {
+            let z = (x - med) / mad;
+            let e = score.entry(i).or_insert((0.0, String::new()));
+            if z.abs() > e.0 {
+                *e = (
+                    z.abs(),
+                    format!("{} robust z {z:.1} (value {:.4})", f.name(), x.exp() - 1.0),
+                );
+            }
+        }
+    }
+    for (i, (z, reason)) in score {
+        if z > cfg.phase1_robust_z {
+            worst.push((z, i, reason));
+        }
+    }
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    worst.truncate((cfg.phase1_max_share * idx.len() as f64).floor() as usize);
+    let out: HashSet<usize> = worst.iter().map(|w| w.1).collect();
+    (
+        idx.iter().copied().filter(|i| !out.contains(i)).collect(),
+        worst.into_iter().map(|(_, i, r)| (i, r)).collect(),
+    )
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Per-segment aggregates computed with polars.
+#[derive(Clone, Debug, Default)]
+struct Aggregates {
+    rates: RateBaseline,
+    transitions: Vec<(String, String, f64)>,
+    tools: Vec<(String, f64)>,
+}
+
+fn col_f64(df: &DataFrame, name: &str, row: usize) -> Result<Option<f64>, PolarsError> {
+    let c = df.column(name)?.cast(&DataType::Float64)?;
+    Ok(c.f64()?.get(row))
+}
+
+/// One polars pass per table: sessions, transitions, tools, all grouped by segment.
+fn aggregate(
+    rows: &[SessionRow],
+    kept: &BTreeMap<SegmentKey, Vec<usize>>,
+) -> Result<HashMap<String, Aggregates>, TrainError> {
+    let mut seg_col = Vec::new();
+    let (mut outcome, mut failure, mut escalated, mut confident, mut confident_fail) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut tool_calls, mut tool_errors, mut cost, mut duration, mut steps) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut t_seg, mut t_from, mut t_to) = (vec![], vec![], vec![]);
+    let (mut u_seg, mut u_tool, mut u_n) = (vec![], vec![], vec![]);
+    for (key, idx) in kept {
+        let name = key.to_string();
+        for &i in idx {
+            let f = &rows[i].features;
+            seg_col.push(name.clone());
+            let s = f.success();
+            outcome.push(u32::from(s.is_some()));
+            failure.push(u32::from(s == Some(0.0)));
+            escalated.push(u32::from(f.escalated()));
+            confident.push(u32::from(f.confident && s.is_some()));
+            confident_fail.push(u32::from(f.confident && s == Some(0.0)));
+            tool_calls.push(f.get(Feature::ToolCalls).unwrap_or(0.0));
+            tool_errors.push(f.get(Feature::ToolErrors).unwrap_or(0.0));
+            cost.push(f.get(Feature::CostUsd));
+            duration.push(f.get(Feature::DurationMs));
+            steps.push(f.get(Feature::Steps).unwrap_or(0.0));
+            let mut prev = START;
+            for st in f.states.iter().map(String::as_str).chain(std::iter::once(END)) {
+                t_seg.push(name.clone());
+                t_from.push(prev.to_string());
+                t_to.push(st.to_string());
+                prev = st;
+            }
+            for (tool, n) in &f.tool_counts {
+                u_seg.push(name.clone());
+                u_tool.push(tool.clone());
+                u_n.push(f64::from(*n));
+            }
+        }
+    }
+    let n = seg_col.len();
+    let sessions = DataFrame::new(
+        n,
+        vec![
+            Column::new("segment".into(), seg_col),
+            Column::new("outcome".into(), outcome),
+            Column::new("failure".into(), failure),
+            Column::new("escalated".into(), escalated),
+            Column::new("confident".into(), confident),
+            Column::new("confident_fail".into(), confident_fail),
+            Column::new("tool_calls".into(), tool_calls),
+            Column::new("tool_errors".into(), tool_errors),
+            Column::new("cost".into(), cost),
+            Column::new("duration".into(), duration),
+            Column::new("steps".into(), steps),
+        ],
+    )?;
+    let per_segment = sessions
+        .lazy()
+        .group_by([col("segment")])
+        .agg([
+            len().alias("sessions"),
+            col("outcome").sum(),
+            col("failure").sum(),
+            col("escalated").sum(),
+            col("confident").sum(),
+            col("confident_fail").sum(),
+            col("tool_calls").sum(),
+            col("tool_errors").sum(),
+            col("tool_calls").gt(lit(0.0)).sum().alias("tool_sessions"),
+            col("tool_errors").gt(lit(0.0)).sum().alias("tool_error_sessions"),
+            col("cost").mean().alias("cost_mean"),
+            col("cost").sum().alias("cost_sum"),
+            col("cost").count().alias("cost_n"),
+            col("duration").mean().alias("duration_mean"),
+            col("steps").gt(lit(50.0)).mean().alias("over50"),
+            col("steps").gt(lit(100.0)).mean().alias("over100"),
+            col("steps").gt(lit(200.0)).mean().alias("over200"),
+        ])
+        .collect()?;
+    let mut out: HashMap<String, Aggregates> = HashMap::new();
+    let segs = per_segment.column("segment")?.str()?.clone();
+    for row in 0..per_segment.height() {
+        let name = segs.get(row).unwrap_or_default().to_string();
+        let g = |c: &str| col_f64(&per_segment, c, row);
+        let sessions = g("sessions")?.unwrap_or(0.0);
+        let failures = g("failure")?.unwrap_or(0.0);
+        let outcome = g("outcome")?.unwrap_or(0.0);
+        let successes = outcome - failures;
+        let cost_n = g("cost_n")?.unwrap_or(0.0);
+        let rates = RateBaseline {
+            outcome_sessions: outcome as u32,
+            failures: failures as u32,
+            escalations: g("escalated")?.unwrap_or(0.0) as u32,
+            sessions: sessions as u32,
+            tool_sessions: g("tool_sessions")?.unwrap_or(0.0) as u32,
+            tool_error_sessions: g("tool_error_sessions")?.unwrap_or(0.0) as u32,
+            tool_calls: g("tool_calls")?.unwrap_or(0.0) as u64,
+            tool_errors: g("tool_errors")?.unwrap_or(0.0) as u64,
+            confident_sessions: g("confident")?.unwrap_or(0.0) as u32,
+            confident_failures: g("confident_fail")?.unwrap_or(0.0) as u32,
+            length_shares: [
+                g("over50")?.unwrap_or(0.0),
+                g("over100")?.unwrap_or(0.0),
+                g("over200")?.unwrap_or(0.0),
+            ],
+            cost_per_task: if cost_n > 0.0 { g("cost_mean")? } else { None },
+            cost_per_success: if cost_n > 0.0 && successes > 0.0 {
+                g("cost_sum")?.map(|c| c / successes)
+            } else {
+                None
+            },
+            tool_calls_per_session: g("tool_calls")?.unwrap_or(0.0) / sessions.max(1.0),
+            mean_duration_ms: g("duration_mean")?,
+            ..RateBaseline::default()
+        };
+        out.entry(name).or_default().rates = rates;
+    }
+
+    let transitions = DataFrame::new(
+        t_seg.len(),
+        vec![
+            Column::new("segment".into(), t_seg),
+            Column::new("from".into(), t_from),
+            Column::new("to".into(), t_to),
+        ],
+    )?
+    .lazy()
+    .group_by([col("segment"), col("from"), col("to")])
+    .agg([len().alias("n")])
+    .sort(["segment", "from", "to"], SortMultipleOptions::default())
+    .collect()?;
+    let (s, f, t) = (
+        transitions.column("segment")?.str()?,
+        transitions.column("from")?.str()?,
+        transitions.column("to")?.str()?,
+    );
+    let nn = transitions.column("n")?.cast(&DataType::Float64)?;
+    let nn = nn.f64()?;
+    for row in 0..transitions.height() {
+        out.entry(s.get(row).unwrap_or_default().to_string())
+            .or_default()
+            .transitions
+            .push((
+                f.get(row).unwrap_or_default().to_string(),
+                t.get(row).unwrap_or_default().to_string(),
+                nn.get(row).unwrap_or(0.0),
+            ));
+    }
+
+    let tools = DataFrame::new(
+        u_seg.len(),
+        vec![
+            Column::new("segment".into(), u_seg),
+            Column::new("tool".into(), u_tool),
+            Column::new("n".into(), u_n),
+        ],
+    )?
+    .lazy()
+    .group_by([col("segment"), col("tool")])
+    .agg([col("n").sum()])
+    .sort(["segment", "tool"], SortMultipleOptions::default())
+    .collect()?;
+    let (s, t, nn) = (
+        tools.column("segment")?.str()?,
+        tools.column("tool")?.str()?,
+        tools.column("n")?.f64()?,
+    );
+    for row in 0..tools.height() {
+        out.entry(s.get(row).unwrap_or_default().to_string())
+            .or_default()
+            .tools
+            .push((t.get(row).unwrap_or_default().to_string(), nn.get(row).unwrap_or(0.0)));
+    }
+    Ok(out)
+}
+
+fn feature_baseline(feature: Feature, values: &[f64]) -> Option<FeatureBaseline> {
+    let ecdf = Ecdf::new(values).ok()?;
+    Some(FeatureBaseline {
+        feature,
+        n: values.len() as u32,
+        mean: ecdf.mean(),
+        sd: ecdf.sd(),
+        quantiles: [0.05, 0.25, 0.5, 0.75, 0.95].map(|p| ecdf.quantile(p)),
+        ecdf,
+    })
+}
+
+/// Evenly spaced order statistics, so huge per-output samples stay bounded.
+fn thin(mut v: Vec<f64>) -> Vec<f64> {
+    if v.len() <= MAX_OUTPUT_SAMPLE {
+        return v;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (0..MAX_OUTPUT_SAMPLE)
+        .map(|i| v[(i * n + n / 2) / MAX_OUTPUT_SAMPLE])
+        .collect()
+}
+
+fn build_segment(
+    rows: &[SessionRow],
+    key: &SegmentKey,
+    idx: &[usize],
+    agg: Aggregates,
+    excluded: u32,
+    cfg: &TrainConfig,
+) -> SegmentBaseline {
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ crate::features::sequence::hash_str(&key.to_string()));
+    let feats = |i: usize| &rows[i].features;
+
+    let features: Vec<FeatureBaseline> = Feature::ALL
+        .iter()
+        .filter_map(|&f| {
+            let v: Vec<f64> = idx.iter().filter_map(|&i| feats(i).get(f)).collect();
+            feature_baseline(f, &v)
+        })
+        .collect();
+
+    let cost_success: Vec<f64> = idx
+        .iter()
+        .filter(|&&i| feats(i).success() == Some(1.0))
+        .filter_map(|&i| feats(i).get(Feature::CostUsd))
+        .collect();
+
+    // Outputs.
+    let all_out: Vec<&OutputObs> = idx.iter().flat_map(|&i| rows[i].outputs.iter()).collect();
+    let chars = Ecdf::new(&thin(all_out.iter().map(|o| f64::from(o.text.chars)).collect())).ok();
+    let tokens = Ecdf::new(&thin(
+        all_out.iter().filter_map(|o| o.tokens.map(|t| t as f64)).collect(),
+    ))
+    .ok();
+    let lexicon = (0..N_LEXICONS)
+        .map(|l| Ecdf::new(&thin(all_out.iter().map(|o| f64::from(o.text.lexicon[l])).collect())).ok())
+        .collect();
+    let lag1 = chars.as_ref().map_or(0.0, |e| {
+        let pairs: Vec<(f64, f64)> = idx
+            .iter()
+            .flat_map(|&i| {
+                rows[i]
+                    .outputs
+                    .windows(2)
+                    .map(|w| {
+                        (
+                            e.percentile(f64::from(w[0].text.chars)),
+                            e.percentile(f64::from(w[1].text.chars)),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        correlation(&pairs)
+    });
+    let outputs = OutputBaseline {
+        outputs: all_out.len() as u64,
+        per_session: all_out.len() as f64 / idx.len().max(1) as f64,
+        chars,
+        tokens,
+        lexicon,
+        lag1,
+    };
+
+    // Markov chain.
+    let mut states: Vec<String> = vec![START.into(), END.into(), REASON.into(), NEW_TOOL.into()];
+    let tool_names: BTreeSet<&str> = agg
+        .transitions
+        .iter()
+        .flat_map(|(a, b, _)| [a.as_str(), b.as_str()])
+        .filter(|s| !states.iter().any(|x| x == s))
+        .collect();
+    states.extend(tool_names.iter().map(|s| s.to_string()));
+    let k = states.len();
+    let pos: HashMap<&str, usize> = states.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let mut counts = vec![0.0; k * k];
+    for (a, b, n) in &agg.transitions {
+        counts[pos[a.as_str()] * k + pos[b.as_str()]] += n;
+    }
+    let alpha = 0.5;
+    let probs: Vec<f64> = (0..k)
+        .flat_map(|i| {
+            let row: f64 = counts[i * k..(i + 1) * k].iter().sum();
+            let c = &counts;
+            (0..k).map(move |j| (c[i * k + j] + alpha) / (row + k as f64 * alpha))
+        })
+        .collect();
+    let session_cells = |i: usize| -> Vec<(usize, f64)> {
+        let mut prev = pos[START];
+        let mut v = Vec::new();
+        for s in feats(i).states.iter().map(String::as_str).chain(std::iter::once(END)) {
+            let cur = pos.get(s).copied().unwrap_or(pos[NEW_TOOL]);
+            v.push((prev * k + cur, 1.0));
+            prev = cur;
+        }
+        v
+    };
+    let markov_dispersion = dispersion(idx, (k, k), &session_cells, cfg.window as usize, &mut rng);
+    let markov_sessions = session_vectors(idx, &session_cells);
+    let (top_bigrams, top_trigrams) = ngrams(rows, idx);
+
+    // Tool usage.
+    let mut tools: Vec<String> = agg.tools.iter().map(|(t, _)| t.clone()).collect();
+    let mut tool_counts: Vec<f64> = agg.tools.iter().map(|(_, n)| *n).collect();
+    tools.push(NEW_TOOL.into());
+    tool_counts.push(0.0);
+    let tpos: HashMap<&str, usize> = tools.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let tool_cells = |i: usize| -> Vec<(usize, f64)> {
+        feats(i)
+            .tool_counts
+            .iter()
+            .map(|(t, n)| (tpos.get(t.as_str()).copied().unwrap_or(tools.len() - 1), f64::from(*n)))
+            .collect()
+    };
+    let tool_dispersion = dispersion(idx, (1, tools.len()), &tool_cells, cfg.window as usize, &mut rng);
+    let tool_sessions = session_vectors(idx, &tool_cells);
+
+    // Loops.
+    let mut loops = Vec::new();
+    let same: Vec<f64> = idx
+        .iter()
+        .map(|&i| feats(i).get(Feature::RepeatCalls).unwrap_or(0.0))
+        .collect();
+    loops.push(loop_stat("same_call", &same));
+    for l in 1..=crate::features::sequence::MAX_CYCLE {
+        let v: Vec<f64> = idx.iter().map(|&i| f64::from(feats(i).max_cycle_reps[l - 1])).collect();
+        loops.push(loop_stat(&format!("cycle{l}"), &v));
+    }
+
+    // Rates beyond polars' sums.
+    let mut rates = agg.rates;
+    for &i in idx {
+        let r = &rows[i];
+        for (c, n) in &r.features.error_classes {
+            *rates.error_classes.entry(c.clone()).or_insert(0) += u64::from(*n);
+        }
+        if let Some(s) = r.features.success() {
+            let ok = u32::from(s == 1.0);
+            let e = rates.success_by_task.entry(r.task_type.clone()).or_insert((0, 0));
+            e.0 += ok;
+            e.1 += 1;
+            if let Some(intent) = &r.intent {
+                let e = rates.success_by_intent.entry(intent.clone()).or_insert((0, 0));
+                e.0 += ok;
+                e.1 += 1;
+            }
+            for tool in r.features.tool_counts.keys() {
+                let e = rates.success_by_tool.entry(tool.clone()).or_insert((0, 0));
+                e.0 += ok;
+                e.1 += 1;
+            }
+        }
+    }
+
+    let profile = profile(rows, idx, &features);
+    let exemplars = exemplars(rows, idx, &features);
+    SegmentBaseline {
+        key: key.clone(),
+        pooled_task_types: Vec::new(),
+        sessions: idx.len() as u32,
+        steps: idx.iter().map(|&i| u64::from(feats(i).total_steps)).sum(),
+        excluded,
+        features,
+        cost_success: Ecdf::new(&cost_success).ok(),
+        outputs,
+        markov: MarkovBaseline {
+            states,
+            counts,
+            alpha,
+            probs,
+            dispersion: markov_dispersion,
+            top_bigrams,
+            top_trigrams,
+            sessions: markov_sessions,
+        },
+        tools: ToolBaseline {
+            tools,
+            counts: tool_counts,
+            dispersion: tool_dispersion,
+            sessions: tool_sessions,
+        },
+        loops,
+        rates,
+        profile,
+        charts: Vec::new(),
+        exemplars,
+    }
+}
+
+/// Sparse per-session vectors, at most MAX_SESSION_VECTORS (evenly spaced).
+fn session_vectors(idx: &[usize], cells: &dyn Fn(usize) -> Vec<(usize, f64)>) -> Vec<Vec<(u32, u32)>> {
+    let n = idx.len();
+    let take = n.min(MAX_SESSION_VECTORS);
+    (0..take)
+        .map(|j| {
+            let mut m: BTreeMap<u32, u32> = BTreeMap::new();
+            for (c, x) in cells(idx[j * n / take]) {
+                *m.entry(c as u32).or_insert(0) += x as u32;
+            }
+            m.into_iter().collect()
+        })
+        .collect()
+}
+
+fn correlation(pairs: &[(f64, f64)]) -> f64 {
+    let n = pairs.len() as f64;
+    if n < 3.0 {
+        return 0.0;
+    }
+    let (mx, my) = (
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx).powi(2);
+        syy += (y - my).powi(2);
+    }
+    if sxx <= 0.0 || syy <= 0.0 {
+        0.0
+    } else {
+        sxy / (sxx * syy).sqrt()
+    }
+}
+
+/// Over-dispersion of the window homogeneity test under the reference:
+/// windows of `window` random reference sessions against the rest, mean G
+/// over mean df (≥ 1). Sessions differ by task, so their transitions are
+/// more variable than one multinomial; this factor (a Rao–Scott style
+/// correction) keeps the window test's false alarms at its level.
+fn dispersion(
+    idx: &[usize],
+    shape: (usize, usize),
+    cells: &dyn Fn(usize) -> Vec<(usize, f64)>,
+    window: usize,
+    rng: &mut StdRng,
+) -> f64 {
+    let per: Vec<Vec<(usize, f64)>> = idx.iter().map(|&i| cells(i)).collect();
+    let n = per.len();
+    let w = window.min(n / 2);
+    if w < 3 {
+        return 1.0;
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    let (mut g, mut df) = (0.0, 0.0);
+    for _ in 0..RESAMPLES {
+        order.shuffle(rng);
+        let mut a = Array2::<f64>::zeros(shape);
+        let mut b = Array2::<f64>::zeros(shape);
+        for (r, &s) in order.iter().enumerate() {
+            let target = if r < w { &mut a } else { &mut b };
+            for &(c, x) in &per[s] {
+                target[[c / shape.1, c % shape.1]] += x;
+            }
+        }
+        let t = homogeneity(&b, &a);
+        g += t.g;
+        df += t.df;
+    }
+    if df <= 0.0 { 1.0 } else { (g / df).max(1.0) }
+}
+
+/// Top tool bigrams and trigrams.
+type Ngrams = (Vec<(String, String, u64)>, Vec<(String, String, String, u64)>);
+
+fn ngrams(rows: &[SessionRow], idx: &[usize]) -> Ngrams {
+    let mut bi: HashMap<(String, String), u64> = HashMap::new();
+    let mut tri: HashMap<(String, String, String), u64> = HashMap::new();
+    for &i in idx {
+        let tools: Vec<&String> = rows[i]
+            .features
+            .states
+            .iter()
+            .filter(|s| s.as_str() != REASON)
+            .collect();
+        for w in tools.windows(2) {
+            *bi.entry((w[0].clone(), w[1].clone())).or_insert(0) += 1;
+        }
+        for w in tools.windows(3) {
+            *tri.entry((w[0].clone(), w[1].clone(), w[2].clone())).or_insert(0) += 1;
+        }
+    }
+    let mut bi: Vec<_> = bi.into_iter().map(|((a, b), n)| (a, b, n)).collect();
+    bi.sort_by(|x, y| y.2.cmp(&x.2).then_with(|| (&x.0, &x.1).cmp(&(&y.0, &y.1))));
+    bi.truncate(10);
+    let mut tri: Vec<_> = tri.into_iter().map(|((a, b, c), n)| (a, b, c, n)).collect();
+    tri.sort_by(|x, y| y.3.cmp(&x.3).then_with(|| (&x.0, &x.1, &x.2).cmp(&(&y.0, &y.1, &y.2))));
+    tri.truncate(10);
+    (bi, tri)
+}
+
+/// Loop statistic with a geometric tail beyond the empirical part: k0 is the
+/// smallest k ≥ 2 with at most max(5, n/10) sessions at or above it; beyond
+/// k0, P(max ≥ k) = P(max ≥ k0)·q^(k−k0) with q the geometric MLE of the
+/// excess over k0 under a uniform prior, (S + 1)/(S + c + 2).
+fn loop_stat(name: &str, values: &[f64]) -> LoopStat {
+    let ecdf = Ecdf::new(values).unwrap_or_else(|_| Ecdf::new(&[0.0]).expect("non-empty"));
+    let n = values.len() as f64;
+    let limit = (n / 10.0).max(5.0);
+    let mut k0 = 2u32;
+    while (ecdf.upper_tail(f64::from(k0)) * n) > limit {
+        k0 += 1;
+    }
+    let above: Vec<f64> = values.iter().copied().filter(|v| *v >= f64::from(k0)).collect();
+    let c = above.len() as f64;
+    let s: f64 = above.iter().map(|v| v - f64::from(k0)).sum();
+    LoopStat {
+        name: name.to_string(),
+        k0,
+        p_k0: crate::detect::plan::smoothed_rate(c, n),
+        q: (s + 1.0) / (s + c + 2.0),
+        ecdf,
+    }
+}
+
+/// The T² profile: z-scores of PROFILE_FEATURES (leave-one-out PIT), PCA by
+/// linfa, Ledoit–Wolf shrinkage of the eigenvalues when m < 10p.
+fn profile(rows: &[SessionRow], idx: &[usize], features: &[FeatureBaseline]) -> Option<ProfileBaseline> {
+    let usable: Vec<&FeatureBaseline> = PROFILE_FEATURES
+        .iter()
+        .filter_map(|f| features.iter().find(|b| b.feature == *f))
+        .filter(|b| b.ecdf.distinct() >= 3)
+        .collect();
+    let p = usable.len();
+    if p < 2 {
+        return None;
+    }
+    let zs: Vec<Vec<f64>> = idx
+        .iter()
+        .filter_map(|&i| {
+            usable
+                .iter()
+                .map(|b| {
+                    let v = rows[i].features.get(b.feature)?;
+                    Some(b.ecdf.z_loo(v, session_uniform(&rows[i].id)))
+                })
+                .collect()
+        })
+        .collect();
+    let m = zs.len();
+    if m < p + 5 {
+        return None;
+    }
+    let x = Array2::from_shape_fn((m, p), |(i, j)| zs[i][j]);
+    let pca = linfa_reduction::Pca::params(p)
+        .fit(&linfa::DatasetBase::from(x.clone()))
+        .ok()?;
+    let mean: Vec<f64> = pca.mean().to_vec();
+    let comps = pca.components();
+    let sv = pca.singular_values();
+    let mut variances: Vec<f64> = sv.iter().map(|s| s * s / (m as f64 - 1.0)).collect();
+    let trace: f64 = variances.iter().sum();
+    let mut components: Vec<Vec<f64>> = Vec::new();
+    let mut kept_var = Vec::new();
+    for (r, v) in variances.iter().enumerate() {
+        if *v > 1e-9 * trace {
+            components.push(comps.row(r).to_vec());
+            kept_var.push(*v);
+        }
+    }
+    variances = kept_var;
+    let shrinkage = (m < 10 * p).then(|| ledoit_wolf(&x));
+    if let Some(rho) = shrinkage {
+        let mu = trace / p as f64;
+        variances.iter_mut().for_each(|v| *v = (1.0 - rho) * *v + rho * mu);
+    }
+    Some(ProfileBaseline {
+        features: usable.iter().map(|b| b.feature).collect(),
+        mean,
+        components,
+        variances,
+        shrinkage,
+        m: m as u32,
+    })
+}
+
+/// Ledoit–Wolf (2004) shrinkage intensity towards a scaled identity.
+fn ledoit_wolf(x: &Array2<f64>) -> f64 {
+    let (m, p) = x.dim();
+    let mean = x.mean_axis(ndarray::Axis(0)).expect("m > 0");
+    let xc = x - &mean;
+    let s = xc.t().dot(&xc) / m as f64;
+    let mu = s.diag().sum() / p as f64;
+    let mut delta2 = 0.0;
+    for i in 0..p {
+        for j in 0..p {
+            let t = if i == j { mu } else { 0.0 };
+            delta2 += (s[[i, j]] - t).powi(2);
+        }
+    }
+    delta2 /= p as f64;
+    let mut beta2 = 0.0;
+    for r in xc.rows() {
+        let mut d = 0.0;
+        for i in 0..p {
+            for j in 0..p {
+                d += (r[i] * r[j] - s[[i, j]]).powi(2);
+            }
+        }
+        beta2 += d / p as f64;
+    }
+    beta2 /= (m * m) as f64;
+    if delta2 <= 0.0 {
+        1.0
+    } else {
+        (beta2.min(delta2) / delta2).clamp(0.0, 1.0)
+    }
+}
+
+/// Most typical sessions: smallest mean |z| over the profile features.
+fn exemplars(rows: &[SessionRow], idx: &[usize], features: &[FeatureBaseline]) -> Vec<String> {
+    let mut scored: Vec<(f64, &str)> = idx
+        .iter()
+        .map(|&i| {
+            let zs: Vec<f64> = PROFILE_FEATURES
+                .iter()
+                .filter_map(|f| {
+                    let b = features.iter().find(|b| b.feature == *f)?;
+                    let v = rows[i].features.get(*f)?;
+                    Some(crate::stats::dist::norm_quantile(b.ecdf.percentile(v).clamp(0.001, 0.999)).abs())
+                })
+                .collect();
+            (zs.iter().sum::<f64>() / zs.len().max(1) as f64, rows[i].id.as_str())
+        })
+        .collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+    scored.into_iter().take(5).map(|(_, s)| s.to_string()).collect()
+}
+
+/// Random split helper for tests and evaluations: every other session by a
+/// seeded shuffle.
+pub fn split_halves<T: Clone>(items: &[T], seed: u64) -> (Vec<T>, Vec<T>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for x in items {
+        if rng.random::<bool>() {
+            a.push(x.clone());
+        } else {
+            b.push(x.clone());
+        }
+    }
+    (a, b)
+}

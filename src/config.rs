@@ -1,0 +1,185 @@
+//! `agentdrift.toml`: one file for training and service settings, with
+//! `AGENTDRIFT_*` environment overrides for the service (environment wins
+//! over the file, flags win over both). Unknown keys are errors.
+
+use crate::baseline::TrainConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[train]`: baseline training.
+    pub train: TrainConfig,
+    /// `[serve]`: the scoring service.
+    pub serve: ServeConfig,
+}
+
+/// `[serve]` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Directory of the embedded store.
+    pub data_dir: String,
+    /// Seconds without a step after which a session without an `end` step closes.
+    pub idle_timeout_secs: u64,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// `json` or `text` logs.
+    pub log_format: String,
+    /// Price table file (default: built-in).
+    pub prices: Option<String>,
+    /// Span/resource attributes holding the task type in OTLP input.
+    pub task_type_attributes: Vec<String>,
+    /// Milliseconds a commit may wait to group more requests.
+    pub commit_delay_ms: u64,
+    /// Seconds between detector-state snapshots.
+    pub snapshot_secs: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:7878".into(),
+            data_dir: "./agentdrift-data".into(),
+            idle_timeout_secs: 300,
+            max_body_bytes: 16 * 1024 * 1024,
+            log_format: "json".into(),
+            prices: None,
+            task_type_attributes: Vec::new(),
+            commit_delay_ms: 2,
+            snapshot_secs: 30,
+        }
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad TOML or unknown keys.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Parser message (line and column).
+        message: String,
+    },
+    /// A bad environment override.
+    #[error("environment variable {name}={value}: {message}")]
+    Env {
+        /// Variable.
+        name: String,
+        /// Value.
+        value: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads a file, or defaults when `path` is None.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Ok(Config::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Config::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Applies `AGENTDRIFT_*` overrides from `env` (passed in so tests need no globals).
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let num = |name: &str, v: &str| -> Result<u64, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env {
+                name: name.into(),
+                value: v.into(),
+                message: "expected a non-negative integer".into(),
+            })
+        };
+        for (k, v) in env {
+            match k.as_str() {
+                "AGENTDRIFT_LISTEN" => self.serve.listen = v.clone(),
+                "AGENTDRIFT_DATA_DIR" => self.serve.data_dir = v.clone(),
+                "AGENTDRIFT_IDLE_TIMEOUT_SECS" => self.serve.idle_timeout_secs = num(k, v)?,
+                "AGENTDRIFT_MAX_BODY_BYTES" => self.serve.max_body_bytes = num(k, v)? as usize,
+                "AGENTDRIFT_COMMIT_DELAY_MS" => self.serve.commit_delay_ms = num(k, v)?,
+                "AGENTDRIFT_SNAPSHOT_SECS" => self.serve.snapshot_secs = num(k, v)?,
+                "AGENTDRIFT_PRICES" => self.serve.prices = Some(v.clone()),
+                "AGENTDRIFT_LOG_FORMAT" => {
+                    if v != "json" && v != "text" {
+                        return Err(ConfigError::Env {
+                            name: k.clone(),
+                            value: v.clone(),
+                            message: "expected json or text".into(),
+                        });
+                    }
+                    self.serve.log_format = v.clone();
+                }
+                "AGENTDRIFT_ARL0" => {
+                    self.train.arl0 = v.trim().parse().map_err(|_| ConfigError::Env {
+                        name: k.clone(),
+                        value: v.clone(),
+                        message: "expected a number of sessions".into(),
+                    })?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_unknown_keys_fail() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        assert_eq!(Config::parse(&text, "x").unwrap(), Config::default());
+        let e = Config::parse("[serve]\nlisten_port = 3\n", "a.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("a.toml") && e.to_string().contains("listen_port"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let mut c = Config::parse("[serve]\nidle_timeout_secs = 10\n", "x").unwrap();
+        let env = HashMap::from([("AGENTDRIFT_IDLE_TIMEOUT_SECS".to_string(), "42".to_string())]);
+        c.apply_env(&env).unwrap();
+        assert_eq!(c.serve.idle_timeout_secs, 42);
+        let bad = HashMap::from([("AGENTDRIFT_IDLE_TIMEOUT_SECS".to_string(), "soon".to_string())]);
+        assert!(
+            c.apply_env(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("AGENTDRIFT_IDLE_TIMEOUT_SECS=soon")
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! What detectors emit and the store keeps: a drift event with its evidence.
+
+use crate::model::SegmentKey;
+use crate::spc::Direction;
+use serde::{Deserialize, Serialize};
+
+/// One thing that moved, with its baseline and observed value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Moved {
+    /// What: a feature name, a transition `a → b`, a tool, a loop pattern.
+    pub what: String,
+    /// Baseline value (median, probability, share, rate).
+    pub baseline: f64,
+    /// Observed value in the evidence.
+    pub observed: f64,
+    /// How far it moved, in the detector's units (z-score, Pearson residual).
+    pub score: f64,
+}
+
+/// One observation behind an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The session it came from.
+    pub session_id: String,
+    /// Step, for in-session observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Raw value.
+    pub value: f64,
+    /// Its in-control N(0,1) score, where the detector charts one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z: Option<f64>,
+}
+
+/// A drift event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DriftEvent {
+    /// Stable id: the same input always yields the same id (replays and
+    /// restarts do not duplicate events).
+    pub id: String,
+    /// Detector id, e.g. `ewma:output_tokens`, `markov`, `loop:same_call`.
+    pub detector: String,
+    /// Detector family, e.g. `ewma`, `cusum`, `markov`, `loop`.
+    pub kind: String,
+    /// Segment whose baseline was used.
+    pub segment: SegmentKey,
+    /// The session's own segment when it had to fall back to a pooled one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<SegmentKey>,
+    /// Session that triggered the event.
+    pub session_id: String,
+    /// Step at which an in-session detector fired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Time of the triggering step or session end, unix ms.
+    pub ts: i64,
+    /// The statistic that crossed its limit.
+    pub statistic: f64,
+    /// The limit.
+    pub limit: f64,
+    /// p-value, where the detector is a test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// Direction of the move, where it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// What moved, largest first.
+    pub moved: Vec<Moved>,
+    /// Sessions to replay, most telling first.
+    pub exemplars: Vec<String>,
+    /// Recent observations behind the statistic.
+    pub observations: Vec<Observation>,
+    /// One-line summary.
+    pub message: String,
+}
+
+/// Deterministic event id from its identifying parts.
+pub fn event_id(parts: &[&str]) -> String {
+    let mut h = crate::features::sequence::Fnv::default();
+    for p in parts {
+        h.write(p.as_bytes());
+        h.write(&[0x1f]);
+    }
+    let a = h.finish();
+    let mut h2 = crate::features::sequence::Fnv::default();
+    h2.write(&a.to_le_bytes());
+    for p in parts.iter().rev() {
+        h2.write(p.as_bytes());
+    }
+    format!("ev_{:016x}{:08x}", a, h2.finish() as u32)
+}

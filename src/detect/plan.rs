@@ -1,0 +1,394 @@
+//! The alarm budget and the chart plan of a segment.
+//!
+//! Many charts run on many segments, so each segment has one false-alarm
+//! budget: `arl0` sessions per false event (rate A = 1/arl0 per session).
+//! Every detector i gets a weight w_i (default 1; configurable by id or
+//! family) and the share r_i = A·w_i/Σw. By the union bound the expected
+//! false events per session are at most Σ r_i = A, whatever the number of
+//! detectors: adding one lowers everyone's share instead of raising the total.
+//!
+//! Each share becomes a design in the chart's own time unit: a session chart
+//! gets ARL0 = 1/r_i sessions; a per-output chart ARL0 = (outputs per
+//! session)/r_i outputs; the tool-failure CUSUM (tool calls per session)/r_i
+//! calls; a window test run every `hop` sessions gets level α = r_i·hop; the
+//! loop detector splits r_i over its five statistics and fires when a
+//! statistic's calibrated tail probability falls below its part.
+//!
+//! Estimated references: a baseline of n sessions places every PIT score's
+//! in-control mean off by roughly N(0, 1/(n+2)) (the reference's own sampling
+//! error), which shortens the in-control ARL of long-memory charts. Session
+//! charts are therefore designed so their ARL target holds at a shift of
+//! δ* = Φ⁻¹(g)/√(n+2), g = `guarantee` (0.9): the target is met for at least
+//! about g of the references one could have drawn (guaranteed conditional
+//! performance, after Gandy & Kvaløy 2013). Rate charts are designed on the
+//! upper g-bound of the in-control rate.
+
+use crate::baseline::types::{ChartDesign, ChartSpec, ChartTarget, LoopStat, SegmentBaseline, TrainConfig};
+use crate::features::Feature;
+use crate::spc::ChartError;
+use crate::spc::bernoulli::BernoulliDesign;
+use crate::spc::cusum::CusumDesign;
+use crate::spc::ewma::{EwmaDesign, EwmaLimits};
+use crate::spc::hotelling::{T2Case, T2Design};
+use crate::spc::shewhart::{Rules, ShewhartDesign};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// Session features charted by EWMA (shape, verbosity, tone).
+pub const EWMA_FEATURES: &[Feature] = &[
+    Feature::Steps,
+    Feature::LlmCalls,
+    Feature::ToolCalls,
+    Feature::ToolCallRatio,
+    Feature::ReasoningDepth,
+    Feature::DistinctTools,
+    Feature::MaxDepth,
+    Feature::Handoffs,
+    Feature::ContextUtilisation,
+    Feature::OutputChars,
+    Feature::Apology,
+    Feature::Hostility,
+    Feature::Politeness,
+    Feature::Hedging,
+    Feature::Refusal,
+];
+
+/// Session features charted by CUSUM (token burn and cost).
+pub const CUSUM_FEATURES: &[Feature] = &[
+    Feature::InputTokens,
+    Feature::OutputTokens,
+    Feature::TokensPerStep,
+    Feature::CostUsd,
+];
+
+/// Session features charted by Shewhart with rules 1–3 (sudden jumps in time).
+pub const SHEWHART_FEATURES: &[Feature] = &[Feature::DurationMs, Feature::LatencyMs];
+
+/// Odds ratio a rate chart is tuned to detect.
+pub const RATE_ODDS_RATIO: f64 = 2.0;
+
+/// Minimum evidence for a rate chart.
+const MIN_RATE_OBS: f64 = 10.0;
+
+struct Candidate {
+    id: String,
+    family: &'static str,
+    target: ChartTarget,
+    unit: &'static str,
+    per_session: f64,
+}
+
+fn odds_shift(p0: f64) -> f64 {
+    (RATE_ODDS_RATIO * p0 / (1.0 - p0 + RATE_ODDS_RATIO * p0)).min(0.999)
+}
+
+/// Smoothed rate (x + ½)/(n + 1), so a reference with no events still gives
+/// the chart a positive in-control rate.
+pub fn smoothed_rate(x: f64, n: f64) -> f64 {
+    (x + 0.5) / (n + 1.0)
+}
+
+/// P(max ≥ k) under a loop statistic's tail model.
+pub fn loop_tail(stat: &LoopStat, k: u32) -> f64 {
+    if k <= stat.k0 {
+        let n = stat.ecdf.len() as f64;
+        let at_least = stat.ecdf.upper_tail(f64::from(k)) * n;
+        smoothed_rate(at_least, n).min(1.0)
+    } else {
+        stat.p_k0 * stat.q.powi((k - stat.k0) as i32)
+    }
+}
+
+/// Smallest k with tail probability ≤ `rate`.
+pub fn loop_threshold(stat: &LoopStat, rate: f64) -> (u32, f64) {
+    let mut k = 2;
+    loop {
+        let t = loop_tail(stat, k);
+        if t <= rate || k >= 10_000 {
+            return (k, t);
+        }
+        k += 1;
+    }
+}
+
+/// Designs are pure functions of their parameters; many charts (and many
+/// segments) share them, so they are computed once per process.
+fn cached(key: String, make: impl FnOnce() -> Result<ChartDesign, ChartError>) -> Result<ChartDesign, ChartError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, ChartDesign>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(d) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(d);
+    }
+    let d = make()?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, d.clone());
+    }
+    Ok(d)
+}
+
+/// Designs every chart of a segment within the budget of `cfg.arl0`.
+pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Vec<ChartSpec>, ChartError> {
+    let mut cands: Vec<Candidate> = Vec::new();
+    let has = |f: Feature| seg.feature(f).is_some_and(|b| b.n >= 2);
+    let session = |id: String, family: &'static str, target: ChartTarget| Candidate {
+        id,
+        family,
+        target,
+        unit: "sessions",
+        per_session: 1.0,
+    };
+    for &f in EWMA_FEATURES.iter().filter(|f| has(**f)) {
+        cands.push(session(format!("ewma:{}", f.name()), "ewma", ChartTarget::Feature(f)));
+    }
+    for &f in CUSUM_FEATURES.iter().filter(|f| has(**f)) {
+        cands.push(session(format!("cusum:{}", f.name()), "cusum", ChartTarget::Feature(f)));
+    }
+    for &f in SHEWHART_FEATURES.iter().filter(|f| has(**f)) {
+        cands.push(session(
+            format!("shewhart:{}", f.name()),
+            "shewhart",
+            ChartTarget::Feature(f),
+        ));
+    }
+    let r = &seg.rates;
+    let sessions = f64::from(seg.sessions.max(1));
+    let successes = f64::from(r.outcome_sessions - r.failures);
+    if seg
+        .cost_success
+        .as_ref()
+        .is_some_and(|e| e.len() >= MIN_RATE_OBS as usize)
+    {
+        cands.push(Candidate {
+            id: "cusum:cost_per_success".into(),
+            family: "cusum",
+            target: ChartTarget::CostPerSuccess,
+            unit: "successful_sessions",
+            per_session: successes / sessions,
+        });
+    }
+    let per_output = seg.outputs.per_session;
+    if seg.outputs.chars.as_ref().is_some_and(|e| e.len() >= 20) {
+        cands.push(Candidate {
+            id: "ewma:output_chars_per_output".into(),
+            family: "ewma",
+            target: ChartTarget::OutputChars,
+            unit: "outputs",
+            per_session: per_output,
+        });
+    }
+    for (i, name) in [(0usize, "apology"), (3, "hedging")] {
+        if seg
+            .outputs
+            .lexicon
+            .get(i)
+            .and_then(Option::as_ref)
+            .is_some_and(|e| e.len() >= 20)
+        {
+            cands.push(Candidate {
+                id: format!("ewma:{name}_per_output"),
+                family: "ewma",
+                target: ChartTarget::OutputLexicon(i),
+                unit: "outputs",
+                per_session: per_output,
+            });
+        }
+    }
+    if seg.profile.is_some() {
+        cands.push(session("t2:profile".into(), "t2", ChartTarget::Profile));
+    }
+    if seg.markov.counts.iter().sum::<f64>() > 0.0 && seg.markov.states.len() > 4 {
+        cands.push(session("markov".into(), "markov", ChartTarget::Markov));
+    }
+    if seg.tools.tools.len() >= 3 {
+        cands.push(session(
+            "tool_preference".into(),
+            "tool_preference",
+            ChartTarget::ToolPreference,
+        ));
+    }
+    if !seg.loops.is_empty() && seg.rates.tool_calls > 0 {
+        cands.push(session("loop".into(), "loop", ChartTarget::Loops));
+    }
+    if f64::from(r.outcome_sessions) >= MIN_RATE_OBS {
+        cands.push(Candidate {
+            id: "bernoulli:failure".into(),
+            family: "bernoulli",
+            target: ChartTarget::Failure,
+            unit: "sessions_with_outcome",
+            per_session: f64::from(r.outcome_sessions) / sessions,
+        });
+    }
+    if f64::from(r.sessions) >= MIN_RATE_OBS {
+        cands.push(session(
+            "bernoulli:escalation".into(),
+            "bernoulli",
+            ChartTarget::Escalation,
+        ));
+    }
+    if f64::from(r.tool_sessions) >= MIN_RATE_OBS {
+        // Per session, not per call: failures cluster within sessions, so
+        // calls are not independent trials.
+        cands.push(Candidate {
+            id: "bernoulli:tool_failure".into(),
+            family: "bernoulli",
+            target: ChartTarget::ToolFailure,
+            unit: "sessions_with_tool_calls",
+            per_session: f64::from(r.tool_sessions) / sessions,
+        });
+    }
+    if f64::from(r.confident_sessions) >= MIN_RATE_OBS {
+        cands.push(Candidate {
+            id: "bernoulli:calibration".into(),
+            family: "bernoulli",
+            target: ChartTarget::Calibration,
+            unit: "confident_sessions",
+            per_session: f64::from(r.confident_sessions) / sessions,
+        });
+    }
+    cands.retain(|c| !cfg.disabled.iter().any(|d| d == &c.id || d == c.family) && c.per_session > 0.0);
+
+    let weight = |c: &Candidate| {
+        cfg.weights
+            .get(&c.id)
+            .or_else(|| cfg.weights.get(c.family))
+            .copied()
+            .unwrap_or(1.0)
+            .max(0.0)
+    };
+    let total: f64 = cands.iter().map(weight).sum();
+    let zg = crate::stats::dist::norm_quantile(cfg.guarantee.clamp(0.5, 0.999));
+    let shift = |n: f64| {
+        if zg > 0.0 {
+            (zg / (n + 2.0).sqrt()).min(1.0)
+        } else {
+            0.0
+        }
+    };
+    let n_of = |t: &ChartTarget| -> f64 {
+        match t {
+            ChartTarget::Feature(f) => seg.feature(*f).map_or(0.0, |b| f64::from(b.n)),
+            ChartTarget::CostPerSuccess => seg.cost_success.as_ref().map_or(0.0, |e| e.len() as f64),
+            _ => f64::from(seg.sessions),
+        }
+    };
+    // Upper g-bound of a rate estimated from n observations.
+    let upper = |x: f64, n: f64| {
+        let p = smoothed_rate(x, n);
+        (p + zg * (p * (1.0 - p) / (n + 1.0)).sqrt()).min(0.98)
+    };
+    let budget = 1.0 / cfg.arl0;
+    let mut specs = Vec::new();
+    for c in &cands {
+        let w = weight(c);
+        if w == 0.0 || total == 0.0 {
+            continue;
+        }
+        let rate = budget * w / total;
+        let arl0 = c.per_session / rate;
+        let delta = shift(n_of(&c.target));
+        let design = match &c.target {
+            ChartTarget::Feature(f) if CUSUM_FEATURES.contains(f) => cusum(cfg.cusum_k, arl0, delta)?,
+            ChartTarget::CostPerSuccess => cusum(cfg.cusum_k, arl0, delta)?,
+            ChartTarget::Feature(f) if SHEWHART_FEATURES.contains(f) => {
+                cached(format!("shewhart123|{arl0:.12e}|{delta:.12e}"), || {
+                    Ok(ChartDesign::Shewhart {
+                        design: ShewhartDesign::for_arl_at(
+                            Rules {
+                                r4: false,
+                                ..Rules::ALL
+                            },
+                            arl0,
+                            delta,
+                        )?,
+                    })
+                })?
+            }
+            ChartTarget::Feature(_) => ewma(cfg.ewma_lambda, arl0, delta)?,
+            ChartTarget::OutputChars | ChartTarget::OutputLexicon(_) => {
+                // Outputs of one session are correlated; an AR(1) with lag-1
+                // correlation φ inflates the EWMA variance by
+                // (1 + φ(1−λ)) / (1 − φ(1−λ)). Scores are divided by its root.
+                let lambda = cfg.output_lambda;
+                let phi = seg.outputs.lag1.clamp(0.0, 0.9) * (1.0 - lambda);
+                let design = match ewma(lambda, arl0, delta)? {
+                    ChartDesign::Ewma { design, .. } => design,
+                    _ => unreachable!("cached as EWMA"),
+                };
+                ChartDesign::Ewma {
+                    design,
+                    scale: ((1.0 + phi) / (1.0 - phi)).sqrt(),
+                }
+            }
+            ChartTarget::Profile => {
+                let p = seg.profile.as_ref().expect("candidate only with a profile");
+                ChartDesign::T2 {
+                    design: T2Design::for_arl0(p.variances.len() as u32, arl0, T2Case::Phase2 { m: p.m })?,
+                }
+            }
+            ChartTarget::Markov | ChartTarget::ToolPreference => ChartDesign::WindowTest {
+                alpha: (rate * f64::from(cfg.hop)).min(0.5),
+                window: cfg.window,
+                hop: cfg.hop,
+            },
+            ChartTarget::Loops => {
+                let each = rate / seg.loops.len() as f64;
+                ChartDesign::Loops {
+                    thresholds: seg
+                        .loops
+                        .iter()
+                        .map(|s| {
+                            let (k, p) = loop_threshold(s, each);
+                            (s.name.clone(), k, p)
+                        })
+                        .collect(),
+                }
+            }
+            ChartTarget::Failure => bernoulli(upper(f64::from(r.failures), f64::from(r.outcome_sessions)), arl0)?,
+            ChartTarget::Escalation => bernoulli(upper(f64::from(r.escalations), f64::from(r.sessions)), arl0)?,
+            ChartTarget::ToolFailure => bernoulli(
+                upper(f64::from(r.tool_error_sessions), f64::from(r.tool_sessions)),
+                arl0,
+            )?,
+            ChartTarget::Calibration => bernoulli(
+                upper(f64::from(r.confident_failures), f64::from(r.confident_sessions)),
+                arl0,
+            )?,
+        };
+        specs.push(ChartSpec {
+            id: c.id.clone(),
+            family: c.family.to_string(),
+            target: c.target.clone(),
+            design,
+            rate,
+            arl0,
+            unit: c.unit.to_string(),
+        });
+    }
+    Ok(specs)
+}
+
+fn ewma(lambda: f64, arl0: f64, delta: f64) -> Result<ChartDesign, ChartError> {
+    cached(format!("ewma|{lambda}|{arl0:.12e}|{delta:.12e}"), || {
+        Ok(ChartDesign::Ewma {
+            design: EwmaDesign::for_arl_at(lambda, arl0, delta, EwmaLimits::Asymptotic)?,
+            scale: 1.0,
+        })
+    })
+}
+
+fn cusum(k: f64, arl0: f64, delta: f64) -> Result<ChartDesign, ChartError> {
+    cached(format!("cusum|{k}|{arl0:.12e}|{delta:.12e}"), || {
+        Ok(ChartDesign::Cusum {
+            design: CusumDesign::for_arl_at(k, arl0, delta, 0.0)?,
+        })
+    })
+}
+
+fn bernoulli(p0: f64, arl0: f64) -> Result<ChartDesign, ChartError> {
+    let p0 = p0.clamp(1e-4, 0.98);
+    cached(format!("bernoulli|{p0:.12e}|{arl0:.12e}"), || {
+        Ok(ChartDesign::Bernoulli {
+            design: BernoulliDesign::for_arl0(p0, odds_shift(p0), arl0)?,
+        })
+    })
+}

@@ -1,0 +1,421 @@
+//! The scorer: the one piece of code that turns a stream of steps into drift
+//! events, used by `replay`, `eval` and `serve` alike. Synchronous and pure
+//! (time comes in with the calls); its whole state serialises, so a service
+//! can snapshot and restore it.
+//!
+//! Per session it keeps a reorder buffer: steps are scored in `seq` order,
+//! a step is released when every lower `seq` has been; the session closes
+//! when its `end` step is released, or when it has been idle for
+//! `idle_timeout_ms` (then buffered steps are released in `seq` order across
+//! gaps). Sessions resolve their segment at their first step: their own
+//! (agent, task) segment if the baseline has it, else the agent's pooled `*`
+//! segment (events then carry `fallback_from`), else they are not scored.
+
+use crate::baseline::train::segment_of;
+use crate::baseline::types::{Baseline, SegmentBaseline};
+use crate::detect::{Ctx, DriftEvent, InSession, SegmentDetectors};
+use crate::features::{Lexicons, SessionAccumulator, SessionFeatures};
+use crate::model::{PriceTable, SegmentKey, Step, StepKind};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Sessions remembered as closed, to recognise late steps (bounded).
+const CLOSED_MEMORY: usize = 100_000;
+
+/// Why a session closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Its end step was scored.
+    End,
+    /// No step arrived for the idle timeout.
+    Idle,
+    /// The input ended (replay) or the scorer was flushed.
+    Flush,
+}
+
+/// A session that finished scoring.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClosedSession {
+    /// Session id.
+    pub session_id: String,
+    /// Segment whose baseline scored it (`None`: unknown agent, not scored).
+    pub segment: Option<SegmentKey>,
+    /// The session's own segment when it fell back to a pooled one.
+    pub fallback_from: Option<SegmentKey>,
+    /// Why it closed.
+    pub reason: CloseReason,
+    /// Its features.
+    pub features: SessionFeatures,
+    /// Steps scored.
+    pub steps: u64,
+    /// Time of its last step, unix ms.
+    pub last_ts: i64,
+}
+
+/// What one call produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Output {
+    /// Events, in the order they fired.
+    pub events: Vec<DriftEvent>,
+    /// Sessions that closed.
+    pub closed: Vec<ClosedSession>,
+    /// Steps that arrived after their session closed (stored, not scored).
+    pub late: u64,
+}
+
+impl Output {
+    fn extend(&mut self, o: Output) {
+        self.events.extend(o.events);
+        self.closed.extend(o.closed);
+        self.late += o.late;
+    }
+}
+
+/// Why a scorer cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The baseline was scored with other lexicons.
+    #[error(
+        "the baseline's tone lexicons (version {baseline}, hash {hash}…) differ from this build's (version {build}); retrain the baseline"
+    )]
+    Lexicon {
+        /// Version in the baseline.
+        baseline: String,
+        /// Hash prefix in the baseline.
+        hash: String,
+        /// Version of this build.
+        build: String,
+    },
+    /// A snapshot does not belong to this baseline.
+    #[error("the saved scorer state belongs to another baseline")]
+    Snapshot,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct OpenSession {
+    segment: Option<usize>,
+    fallback_from: Option<SegmentKey>,
+    acc: SessionAccumulator,
+    next_seq: u64,
+    pending: BTreeMap<u64, Step>,
+    last_seen_ms: i64,
+    last_ts: i64,
+    ended: bool,
+    state: InSession,
+    scored: u64,
+}
+
+/// Counters for reports and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScorerStats {
+    /// Steps scored.
+    pub steps: u64,
+    /// Sessions closed, by reason.
+    pub closed_end: u64,
+    /// Sessions closed by idle timeout.
+    pub closed_idle: u64,
+    /// Sessions closed by flush.
+    pub closed_flush: u64,
+    /// Sessions scored against a pooled segment.
+    pub fallback_sessions: u64,
+    /// Sessions of unknown agents (not scored).
+    pub unscored_sessions: u64,
+    /// Late steps.
+    pub late_steps: u64,
+    /// Events per detector id.
+    pub events: BTreeMap<String, u64>,
+}
+
+/// The part of a scorer that changes, for snapshots.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScorerState {
+    baseline_id: String,
+    detectors: Vec<SegmentDetectors>,
+    open: HashMap<String, OpenSession>,
+    closed_order: VecDeque<String>,
+    /// Counters.
+    pub stats: ScorerStats,
+}
+
+/// Scores steps against a baseline.
+pub struct Scorer {
+    baseline: Arc<Baseline>,
+    baseline_id: String,
+    prices: PriceTable,
+    index: HashMap<SegmentKey, usize>,
+    idle_timeout_ms: i64,
+    detectors: Vec<SegmentDetectors>,
+    open: HashMap<String, OpenSession>,
+    closed: HashSet<String>,
+    closed_order: VecDeque<String>,
+    stats: ScorerStats,
+}
+
+/// Identity of a baseline for snapshot matching (its training time and inputs).
+pub fn baseline_id(b: &Baseline) -> String {
+    let mut h = crate::features::sequence::Fnv::default();
+    h.write(&b.meta.created_unix_ms.to_le_bytes());
+    for i in &b.meta.inputs {
+        h.write(i.sha256.as_bytes());
+    }
+    h.write(&b.meta.sessions.to_le_bytes());
+    format!("{:016x}", h.finish())
+}
+
+impl Scorer {
+    /// A scorer at its initial state.
+    pub fn new(baseline: Arc<Baseline>, prices: PriceTable, idle_timeout_ms: i64) -> Result<Scorer, EngineError> {
+        let lex = Lexicons::builtin();
+        if baseline.meta.lexicon_hash != lex.hash {
+            return Err(EngineError::Lexicon {
+                baseline: baseline.meta.lexicon_version.clone(),
+                hash: baseline.meta.lexicon_hash.chars().take(12).collect(),
+                build: lex.version.clone(),
+            });
+        }
+        Ok(Scorer {
+            index: baseline
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.key.clone(), i))
+                .collect(),
+            detectors: baseline.segments.iter().map(SegmentDetectors::new).collect(),
+            baseline_id: baseline_id(&baseline),
+            baseline,
+            prices,
+            idle_timeout_ms,
+            open: HashMap::new(),
+            closed: HashSet::new(),
+            closed_order: VecDeque::new(),
+            stats: ScorerStats::default(),
+        })
+    }
+
+    /// The baseline.
+    pub fn baseline(&self) -> &Baseline {
+        &self.baseline
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ScorerStats {
+        &self.stats
+    }
+
+    /// Sessions open right now.
+    pub fn open_sessions(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Running detectors per segment (for reports).
+    pub fn detectors(&self) -> impl Iterator<Item = (&SegmentBaseline, &SegmentDetectors)> {
+        self.baseline.segments.iter().zip(&self.detectors)
+    }
+
+    /// Resolves the segment a session is scored against.
+    pub fn resolve(&self, first: &Step) -> (Option<usize>, Option<SegmentKey>) {
+        let own = segment_of(first, &self.baseline.meta.config.segment_by);
+        if let Some(&i) = self.index.get(&own) {
+            return (Some(i), None);
+        }
+        match self.index.get(&own.pooled()) {
+            Some(&i) => (Some(i), Some(own)),
+            None => (None, Some(own)),
+        }
+    }
+
+    /// Takes one step (any order); returns what it caused.
+    pub fn ingest(&mut self, step: Step, now_ms: i64) -> Output {
+        let mut out = Output::default();
+        if self.closed.contains(&step.session_id) {
+            self.stats.late_steps += 1;
+            out.late = 1;
+            return out;
+        }
+        let sid = step.session_id.clone();
+        let open = self.open.entry(sid.clone()).or_insert_with(|| OpenSession {
+            segment: None,
+            fallback_from: None,
+            acc: SessionAccumulator::default(),
+            next_seq: 0,
+            pending: BTreeMap::new(),
+            last_seen_ms: now_ms,
+            last_ts: step.ts,
+            ended: false,
+            state: InSession::default(),
+            scored: 0,
+        });
+        open.last_seen_ms = now_ms;
+        if step.seq < open.next_seq {
+            // A duplicate of a scored step, or a step that arrived after the
+            // scorer moved past its gap: it cannot be scored in order.
+            self.stats.late_steps += 1;
+            out.late = 1;
+            return out;
+        }
+        open.pending.entry(step.seq).or_insert(step);
+        out.extend(self.release(&sid, false));
+        out
+    }
+
+    /// Scores the session's releasable steps; `force` releases across gaps.
+    fn release(&mut self, sid: &str, force: bool) -> Output {
+        let mut out = Output::default();
+        while let Some(open) = self.open.get_mut(sid) {
+            let next = match open.pending.first_key_value() {
+                Some((&seq, _)) if seq == open.next_seq || force => seq,
+                _ => break,
+            };
+            let step = open.pending.remove(&next).expect("present");
+            open.next_seq = next + 1;
+            if open.scored == 0 {
+                let (seg, fallback) = self.resolve(&step);
+                let open = self.open.get_mut(sid).expect("still open");
+                open.segment = seg;
+                open.fallback_from = fallback;
+            }
+            let open = self.open.get_mut(sid).expect("still open");
+            open.scored += 1;
+            open.last_ts = open.last_ts.max(step.ts);
+            self.stats.steps += 1;
+            let obs = open.acc.push(&step, &self.prices, Lexicons::builtin());
+            if let Some(i) = open.segment {
+                let ctx = Ctx {
+                    session_id: sid,
+                    ts: step.ts,
+                    fallback_from: open.fallback_from.as_ref(),
+                };
+                let events =
+                    self.detectors[i].on_step(&self.baseline.segments[i], &ctx, step.seq, &obs, &mut open.state);
+                for e in &events {
+                    *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
+                }
+                out.events.extend(events);
+            }
+            if step.kind == StepKind::End {
+                open.ended = true;
+                out.extend(self.close(sid, CloseReason::End));
+                break;
+            }
+        }
+        out
+    }
+
+    fn close(&mut self, sid: &str, reason: CloseReason) -> Output {
+        let mut out = Output::default();
+        let Some(open) = self.open.remove(sid) else { return out };
+        let features = open.acc.finish();
+        match reason {
+            CloseReason::End => self.stats.closed_end += 1,
+            CloseReason::Idle => self.stats.closed_idle += 1,
+            CloseReason::Flush => self.stats.closed_flush += 1,
+        }
+        let segment = open.segment.map(|i| self.baseline.segments[i].key.clone());
+        if let Some(i) = open.segment {
+            if open.fallback_from.is_some() {
+                self.stats.fallback_sessions += 1;
+            }
+            let ctx = Ctx {
+                session_id: sid,
+                ts: open.last_ts,
+                fallback_from: open.fallback_from.as_ref(),
+            };
+            let events = self.detectors[i].on_session_end(&self.baseline.segments[i], &ctx, &features);
+            for e in &events {
+                *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
+            }
+            out.events.extend(events);
+        } else {
+            self.stats.unscored_sessions += 1;
+        }
+        self.remember_closed(sid);
+        out.closed.push(ClosedSession {
+            session_id: sid.to_string(),
+            segment,
+            fallback_from: open.fallback_from,
+            reason,
+            features,
+            steps: open.scored,
+            last_ts: open.last_ts,
+        });
+        out
+    }
+
+    fn remember_closed(&mut self, sid: &str) {
+        if self.closed.insert(sid.to_string()) {
+            self.closed_order.push_back(sid.to_string());
+            if self.closed_order.len() > CLOSED_MEMORY
+                && let Some(old) = self.closed_order.pop_front()
+            {
+                self.closed.remove(&old);
+            }
+        }
+    }
+
+    /// Sessions idle since before `now_ms − idle_timeout_ms`, oldest first.
+    pub fn idle_sessions(&self, now_ms: i64) -> Vec<String> {
+        let mut v: Vec<(&String, i64)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| now_ms - o.last_seen_ms >= self.idle_timeout_ms)
+            .map(|(k, o)| (k, o.last_seen_ms))
+            .collect();
+        v.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(b.0)));
+        v.into_iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Closes one session now (idle timeout or flush), scoring buffered steps across gaps.
+    pub fn close_session(&mut self, sid: &str, reason: CloseReason) -> Output {
+        let mut out = self.release(sid, true);
+        if self.open.contains_key(sid) {
+            out.extend(self.close(sid, reason));
+        }
+        out
+    }
+
+    /// Closes every idle session.
+    pub fn close_idle(&mut self, now_ms: i64) -> Output {
+        let mut out = Output::default();
+        for sid in self.idle_sessions(now_ms) {
+            out.extend(self.close_session(&sid, CloseReason::Idle));
+        }
+        out
+    }
+
+    /// Closes every open session (end of a replay).
+    pub fn flush(&mut self) -> Output {
+        let mut ids: Vec<String> = self.open.keys().cloned().collect();
+        ids.sort();
+        let mut out = Output::default();
+        for sid in ids {
+            out.extend(self.close_session(&sid, CloseReason::Flush));
+        }
+        out
+    }
+
+    /// The changing state, for a snapshot.
+    pub fn state(&self) -> ScorerState {
+        ScorerState {
+            baseline_id: self.baseline_id.clone(),
+            detectors: self.detectors.clone(),
+            open: self.open.clone(),
+            closed_order: self.closed_order.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Restores a snapshot taken from a scorer of the same baseline.
+    pub fn restore(&mut self, s: ScorerState) -> Result<(), EngineError> {
+        if s.baseline_id != self.baseline_id || s.detectors.len() != self.detectors.len() {
+            return Err(EngineError::Snapshot);
+        }
+        self.detectors = s.detectors;
+        self.open = s.open;
+        self.closed = s.closed_order.iter().cloned().collect();
+        self.closed_order = s.closed_order;
+        self.stats = s.stats;
+        Ok(())
+    }
+}
