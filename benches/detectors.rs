@@ -12,21 +12,40 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use std::sync::Arc;
 
 fn steps() -> Vec<Step> {
-    let dir = std::env::var("AGENTDRIFT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into());
-    let bytes = std::fs::read(format!("{dir}/data/taubench/gpt-4o_airline.jsonl")).expect("../shared/data beside the checkout");
+    let dir =
+        std::env::var("AGENTDRIFT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into());
+    let bytes =
+        std::fs::read(format!("{dir}/data/taubench/gpt-4o_airline.jsonl")).expect("../shared/data beside the checkout");
     agentdrift::ingest::native::read_ndjson(&bytes).steps
 }
 
 fn bench(c: &mut Criterion) {
     let steps = steps();
-    let baseline = Arc::new(train(steps.clone(), Vec::new(), &TrainConfig::default(), &PriceTable::default()).unwrap());
+    let baseline = Arc::new(
+        train(
+            steps.clone(),
+            Vec::new(),
+            &TrainConfig::default(),
+            &PriceTable::default(),
+        )
+        .unwrap(),
+    );
     let charts: usize = baseline.segments.iter().map(|s| s.charts.len()).max().unwrap_or(0);
-    eprintln!("{} steps, {} sessions, {charts} charts per segment", steps.len(), baseline.meta.sessions);
+    eprintln!(
+        "{} steps, {} sessions, {charts} charts per segment",
+        steps.len(),
+        baseline.meta.sessions
+    );
     let mut g = c.benchmark_group("detectors");
     g.throughput(Throughput::Elements(steps.len() as u64));
     g.bench_function("score_all_steps_full_detector_set", |b| {
         b.iter_batched(
-            || (Scorer::new(baseline.clone(), PriceTable::default(), 3_600_000).unwrap(), steps.clone()),
+            || {
+                (
+                    Scorer::new(baseline.clone(), PriceTable::default(), 3_600_000).unwrap(),
+                    steps.clone(),
+                )
+            },
             |(mut scorer, steps)| {
                 let mut events = 0;
                 for s in steps {

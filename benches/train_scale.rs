@@ -28,15 +28,23 @@ fn peak_rss_mib() -> f64 {
 fn child(path: &str) {
     let t0 = Instant::now();
     let prices = PriceTable::default();
-    let loaded = input::load(&[path.into()], None, &ReadOptions::default(), &prices, false).unwrap();
-    let read = t0.elapsed().as_secs_f64();
-    let n = loaded.steps.len();
-    let b = agentdrift::baseline::train::train(loaded.steps, loaded.files, &TrainConfig::default(), &prices).unwrap();
+    let (b, read) = agentdrift::baseline::train::train_files(
+        &[path.into()],
+        None,
+        &ReadOptions::default(),
+        &prices,
+        false,
+        false,
+        &TrainConfig::default(),
+    )
+    .unwrap();
+    let b = b.unwrap();
+    let n = read.steps;
     let out = std::env::temp_dir().join("agentdrift-train-scale.adb");
     agentdrift::baseline::save(&b, &out).unwrap();
     let total = t0.elapsed().as_secs_f64();
     println!(
-        "{{\"steps\": {n}, \"sessions\": {}, \"segments\": {}, \"read_parse_s\": {read:.3}, \"total_s\": {total:.3}, \"steps_per_s\": {:.0}, \"peak_rss_mib\": {:.1}}}",
+        "{{\"steps\": {n}, \"sessions\": {}, \"segments\": {}, \"total_s\": {total:.3}, \"steps_per_s\": {:.0}, \"peak_rss_mib\": {:.1}}}",
         b.meta.sessions,
         b.segments.len(),
         n as f64 / total,
@@ -50,8 +58,16 @@ fn main() {
         return child(&args[i + 1]);
     }
     let target: usize = args.iter().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let dir = std::env::var("AGENTDRIFT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into());
-    let loaded = input::load(&[format!("{dir}/data").into()], None, &ReadOptions::default(), &PriceTable::default(), true).unwrap();
+    let dir =
+        std::env::var("AGENTDRIFT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into());
+    let loaded = input::load(
+        &[format!("{dir}/data").into()],
+        None,
+        &ReadOptions::default(),
+        &PriceTable::default(),
+        true,
+    )
+    .unwrap();
     let sessions = group_sessions(loaded.steps).sessions;
     let mut rng = StdRng::seed_from_u64(42);
     let path = std::env::temp_dir().join("agentdrift-train-scale.jsonl");
@@ -71,10 +87,19 @@ fn main() {
     w.flush().unwrap();
     drop(w);
     let size = std::fs::metadata(&path).unwrap().len();
-    eprintln!("wrote {steps} steps in {copies} sessions ({:.0} MiB) to {}", size as f64 / 1048576.0, path.display());
+    eprintln!(
+        "wrote {steps} steps in {copies} sessions ({:.0} MiB) to {}",
+        size as f64 / 1048576.0,
+        path.display()
+    );
     let me = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(me).args(["--child", path.to_str().unwrap()]).output().unwrap();
+    let out = std::process::Command::new(me)
+        .args(["--child", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::remove_file(&path);
+    if std::env::var_os("AGENTDRIFT_KEEP_SCALE_FILE").is_none() {
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -6,6 +6,7 @@
 //! numbers) → detectors → events → store/API. The statistical core is pure.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod baseline;
 pub mod cli;
 pub mod config;
@@ -14,5 +15,7 @@ pub mod engine;
 pub mod features;
 pub mod ingest;
 pub mod model;
+pub mod service;
 pub mod spc;
 pub mod stats;
+pub mod store;

@@ -280,3 +280,58 @@ fn bad_training_input_is_a_clear_error() {
     let r = run(["baseline", "show", bad.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&r.stderr).contains("not an agentdrift baseline"));
 }
+
+#[test]
+fn streaming_training_equals_batch_training_even_on_interleaved_input() {
+    use agentdrift::baseline::TrainConfig;
+    use agentdrift::baseline::train::{train, train_files};
+    use agentdrift::ingest::ReadOptions;
+    use agentdrift::model::PriceTable;
+    let files = crate::support::shared_data_files();
+    let prices = PriceTable::default();
+    let cfg = TrainConfig::default();
+    // A messy file: sessions interleaved round-robin, one session reversed,
+    // one step duplicated, one session's step arriving after its end, and
+    // big enough (> 1 MiB) to be parsed in parallel chunks.
+    let mut sessions: Vec<Vec<String>> = Vec::new();
+    for f in &files {
+        for (_, lines) in crate::service_e2e::sessions_of(f) {
+            sessions.push(lines);
+        }
+    }
+    sessions[3].reverse();
+    let dup = sessions[5][2].clone();
+    sessions[5].push(dup);
+    let late = sessions[7].remove(1);
+    sessions[7].push(late);
+    let mut messy = String::new();
+    let longest = sessions.iter().map(Vec::len).max().unwrap();
+    for i in 0..longest {
+        for s in &sessions {
+            if let Some(l) = s.get(i) {
+                messy.push_str(l);
+                messy.push('\n');
+            }
+        }
+    }
+    assert!(messy.len() > (1 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messy.jsonl");
+    std::fs::write(&path, &messy).unwrap();
+    for input in [files.clone(), vec![path.clone()]] {
+        let mut steps = Vec::new();
+        for f in &input {
+            steps.extend(agentdrift::ingest::native::read_ndjson(&std::fs::read(f).unwrap()).steps);
+        }
+        let batch = train(steps, Vec::new(), &cfg, &prices).unwrap();
+        let (streamed, read) = train_files(&input, None, &ReadOptions::default(), &prices, false, false, &cfg).unwrap();
+        let streamed = streamed.unwrap();
+        assert!(read.errors.is_empty());
+        assert_eq!(streamed.meta.sessions, batch.meta.sessions);
+        assert_eq!(streamed.meta.steps, batch.meta.steps);
+        assert_eq!(streamed.segments.len(), batch.segments.len());
+        for (a, b) in streamed.segments.iter().zip(&batch.segments) {
+            assert_eq!(a, b, "segment {}", a.key);
+        }
+    }
+}

@@ -43,6 +43,13 @@ fn ewma_nystrom_matches_reference_and_designs_reproduce_l() {
         let got = ewma::arl_nystrom(lambda, h, delta, ewma::NYSTROM_NODES);
         let want = num(&r, "arl_reference").unwrap();
         assert!(rel(got, want) < 1e-6, "λ={lambda} δ={delta}: {got} vs {want}");
+        // The design's own node count (fewer nodes for wider kernels) is as accurate.
+        let d = EwmaDesign::new(lambda, num(&r, "L").unwrap(), EwmaLimits::Asymptotic).unwrap();
+        assert!(
+            rel(d.arl(delta), want) < 1e-6,
+            "design nodes λ={lambda} δ={delta}: {} vs {want}",
+            d.arl(delta)
+        );
         if delta == 0.0 {
             let d = EwmaDesign::for_arl0(lambda, num(&r, "arl0_target").unwrap(), EwmaLimits::Asymptotic).unwrap();
             let l = num(&r, "L").unwrap();

@@ -20,3 +20,5 @@ mod baseline_train;
 mod detect_real_data;
 // Detector properties: no panic, bounded state, NaN rejected.
 mod detect_properties;
+// The service binary over HTTP: end to end, bad input, OTLP, crash recovery.
+mod service_e2e;

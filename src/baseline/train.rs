@@ -20,13 +20,12 @@
 use super::types::*;
 use crate::detect::plan::plan;
 use crate::detect::segment::session_uniform;
-use crate::features::sequence::{END, NEW_TOOL, REASON, START};
+use crate::features::sequence::{END, FnvState, NEW_TOOL, REASON, START};
 use crate::features::text::N_LEXICONS;
 use crate::features::{Feature, Lexicons, OutputObs, SessionAccumulator, SessionFeatures};
 use crate::ingest::InputFile;
 use crate::model::{POOLED_TASK_TYPE, PriceTable, SegmentKey, Session, Step, group_sessions};
 use crate::stats::Ecdf;
-use crate::stats::gtest::homogeneity;
 use linfa::traits::Fit;
 use ndarray::Array2;
 use polars::prelude::*;
@@ -177,6 +176,10 @@ pub fn train(
     prices: &PriceTable,
 ) -> Result<Baseline, TrainError> {
     validate(cfg)?;
+    let mut steps = steps;
+    for s in &mut steps {
+        prices.fill_cost(s);
+    }
     let n_steps = steps.len() as u64;
     let grouped = group_sessions(steps);
     if grouped.sessions.is_empty() {
@@ -273,26 +276,55 @@ pub fn train_rows(
     }
 
     let aggregates = aggregate(rows, &kept)?;
-    let mut segments = Vec::new();
-    for (key, idx) in &kept {
-        let agg = aggregates.get(&key.to_string()).cloned().unwrap_or_default();
-        let excluded = members[key].len() - idx.len();
-        let mut seg = build_segment(rows, key, idx, agg, excluded as u32, cfg);
-        seg.pooled_task_types = if key.is_pooled() {
-            idx.iter()
-                .map(|&i| rows[i].task.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        seg.charts = plan(&seg, cfg).map_err(|source| TrainError::Design {
-            segment: key.to_string(),
-            source,
-        })?;
-        segments.push(seg);
-    }
+    // Segments are independent: build and design them on every core.
+    let work: Vec<(&SegmentKey, &Vec<usize>)> = kept.iter().collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, work.len().max(1));
+    let mut built: Vec<(usize, Result<SegmentBaseline, TrainError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(&(key, idx)) = work.get(i) else { break };
+                        let agg = aggregates.get(&key.to_string()).cloned().unwrap_or_default();
+                        let excluded = members[key].len() - idx.len();
+                        let mut seg = build_segment(rows, key, idx, agg, excluded as u32, cfg);
+                        seg.pooled_task_types = if key.is_pooled() {
+                            idx.iter()
+                                .map(|&i| rows[i].task.clone())
+                                .collect::<BTreeSet<_>>()
+                                .into_iter()
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
+                        let planned = plan(&seg, cfg).map_err(|source| TrainError::Design {
+                            segment: key.to_string(),
+                            source,
+                        });
+                        out.push((
+                            i,
+                            planned.map(|charts| {
+                                seg.charts = charts;
+                                seg
+                            }),
+                        ));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("segment threads do not panic"))
+            .collect()
+    });
+    built.sort_by_key(|x| x.0);
+    let segments = built.into_iter().map(|x| x.1).collect::<Result<Vec<_>, _>>()?;
     let lex = Lexicons::builtin();
     Ok(Baseline {
         meta: BaselineMeta {
@@ -384,22 +416,45 @@ fn col_f64(df: &DataFrame, name: &str, row: usize) -> Result<Option<f64>, Polars
     Ok(c.f64()?.get(row))
 }
 
-/// One polars pass per table: sessions, transitions, tools, all grouped by segment.
+/// Interns names as dense u32 codes (polars groups integers much faster than strings).
+#[derive(Default)]
+struct Codes {
+    index: HashMap<String, u32, FnvState>,
+    names: Vec<String>,
+}
+
+impl Codes {
+    fn code(&mut self, name: &str) -> u32 {
+        if let Some(c) = self.index.get(name) {
+            return *c;
+        }
+        let c = self.names.len() as u32;
+        self.index.insert(name.to_string(), c);
+        self.names.push(name.to_string());
+        c
+    }
+}
+
+/// One polars pass per table: sessions, transitions, tools, all grouped by
+/// segment (segments, states and tools as integer codes).
 fn aggregate(
     rows: &[SessionRow],
     kept: &BTreeMap<SegmentKey, Vec<usize>>,
 ) -> Result<HashMap<String, Aggregates>, TrainError> {
-    let mut seg_col = Vec::new();
+    let segment_names: Vec<String> = kept.keys().map(|k| k.to_string()).collect();
+    let mut names = Codes::default();
+    let (start, end) = (names.code(START), names.code(END));
+    let mut seg_col: Vec<u32> = Vec::new();
     let (mut outcome, mut failure, mut escalated, mut confident, mut confident_fail) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut tool_calls, mut tool_errors, mut cost, mut duration, mut steps) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut t_seg, mut t_from, mut t_to) = (vec![], vec![], vec![]);
-    let (mut u_seg, mut u_tool, mut u_n) = (vec![], vec![], vec![]);
-    for (key, idx) in kept {
-        let name = key.to_string();
+    let (mut t_seg, mut t_from, mut t_to) = (Vec::<u32>::new(), Vec::<u32>::new(), Vec::<u32>::new());
+    let (mut u_seg, mut u_tool, mut u_n) = (Vec::<u32>::new(), Vec::<u32>::new(), Vec::<f64>::new());
+    for (si, idx) in kept.values().enumerate() {
+        let si = si as u32;
         for &i in idx {
             let f = &rows[i].features;
-            seg_col.push(name.clone());
+            seg_col.push(si);
             let s = f.success();
             outcome.push(u32::from(s.is_some()));
             failure.push(u32::from(s == Some(0.0)));
@@ -411,16 +466,20 @@ fn aggregate(
             cost.push(f.get(Feature::CostUsd));
             duration.push(f.get(Feature::DurationMs));
             steps.push(f.get(Feature::Steps).unwrap_or(0.0));
-            let mut prev = START;
-            for st in f.states.iter().map(String::as_str).chain(std::iter::once(END)) {
-                t_seg.push(name.clone());
-                t_from.push(prev.to_string());
-                t_to.push(st.to_string());
-                prev = st;
+            let mut prev = start;
+            for st in &f.states {
+                let cur = names.code(st);
+                t_seg.push(si);
+                t_from.push(prev);
+                t_to.push(cur);
+                prev = cur;
             }
+            t_seg.push(si);
+            t_from.push(prev);
+            t_to.push(end);
             for (tool, n) in &f.tool_counts {
-                u_seg.push(name.clone());
-                u_tool.push(tool.clone());
+                u_seg.push(si);
+                u_tool.push(names.code(tool));
                 u_n.push(f64::from(*n));
             }
         }
@@ -466,9 +525,10 @@ fn aggregate(
         ])
         .collect()?;
     let mut out: HashMap<String, Aggregates> = HashMap::new();
-    let segs = per_segment.column("segment")?.str()?.clone();
+    let segs = per_segment.column("segment")?.cast(&DataType::UInt32)?;
+    let segs = segs.u32()?;
     for row in 0..per_segment.height() {
-        let name = segs.get(row).unwrap_or_default().to_string();
+        let name = segment_names[segs.get(row).unwrap_or(0) as usize].clone();
         let g = |c: &str| col_f64(&per_segment, c, row);
         let sessions = g("sessions")?.unwrap_or(0.0);
         let failures = g("failure")?.unwrap_or(0.0);
@@ -515,24 +575,32 @@ fn aggregate(
     .lazy()
     .group_by([col("segment"), col("from"), col("to")])
     .agg([len().alias("n")])
-    .sort(["segment", "from", "to"], SortMultipleOptions::default())
     .collect()?;
+    let code = |df: &DataFrame, c: &str| -> Result<Vec<u32>, PolarsError> {
+        let col = df.column(c)?.cast(&DataType::UInt32)?;
+        let ca = col.u32()?;
+        Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(0)).collect())
+    };
     let (s, f, t) = (
-        transitions.column("segment")?.str()?,
-        transitions.column("from")?.str()?,
-        transitions.column("to")?.str()?,
+        code(&transitions, "segment")?,
+        code(&transitions, "from")?,
+        code(&transitions, "to")?,
     );
     let nn = transitions.column("n")?.cast(&DataType::Float64)?;
     let nn = nn.f64()?;
-    for row in 0..transitions.height() {
-        out.entry(s.get(row).unwrap_or_default().to_string())
-            .or_default()
-            .transitions
-            .push((
-                f.get(row).unwrap_or_default().to_string(),
-                t.get(row).unwrap_or_default().to_string(),
+    let mut trans: Vec<(String, String, String, f64)> = (0..transitions.height())
+        .map(|row| {
+            (
+                segment_names[s[row] as usize].clone(),
+                names.names[f[row] as usize].clone(),
+                names.names[t[row] as usize].clone(),
                 nn.get(row).unwrap_or(0.0),
-            ));
+            )
+        })
+        .collect();
+    trans.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+    for (seg, from, to, n) in trans {
+        out.entry(seg).or_default().transitions.push((from, to, n));
     }
 
     let tools = DataFrame::new(
@@ -546,18 +614,21 @@ fn aggregate(
     .lazy()
     .group_by([col("segment"), col("tool")])
     .agg([col("n").sum()])
-    .sort(["segment", "tool"], SortMultipleOptions::default())
     .collect()?;
-    let (s, t, nn) = (
-        tools.column("segment")?.str()?,
-        tools.column("tool")?.str()?,
-        tools.column("n")?.f64()?,
-    );
-    for row in 0..tools.height() {
-        out.entry(s.get(row).unwrap_or_default().to_string())
-            .or_default()
-            .tools
-            .push((t.get(row).unwrap_or_default().to_string(), nn.get(row).unwrap_or(0.0)));
+    let (s, t) = (code(&tools, "segment")?, code(&tools, "tool")?);
+    let nn = tools.column("n")?.f64()?.clone();
+    let mut used: Vec<(String, String, f64)> = (0..tools.height())
+        .map(|row| {
+            (
+                segment_names[s[row] as usize].clone(),
+                names.names[t[row] as usize].clone(),
+                nn.get(row).unwrap_or(0.0),
+            )
+        })
+        .collect();
+    used.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    for (seg, tool, n) in used {
+        out.entry(seg).or_default().tools.push((tool, n));
     }
     Ok(out)
 }
@@ -828,21 +899,31 @@ fn dispersion(
     if w < 3 {
         return 1.0;
     }
+    let size = shape.0 * shape.1;
+    let mut total = vec![0.0; size];
+    for v in &per {
+        for &(c, x) in v {
+            total[c] += x;
+        }
+    }
     let mut order: Vec<usize> = (0..n).collect();
+    let (mut a, mut b) = (vec![0.0; size], vec![0.0; size]);
     let (mut g, mut df) = (0.0, 0.0);
     for _ in 0..RESAMPLES {
-        order.shuffle(rng);
-        let mut a = Array2::<f64>::zeros(shape);
-        let mut b = Array2::<f64>::zeros(shape);
-        for (r, &s) in order.iter().enumerate() {
-            let target = if r < w { &mut a } else { &mut b };
+        // A random window of w sessions against the rest.
+        let (window_sessions, _) = order.partial_shuffle(rng, w);
+        a.iter_mut().for_each(|x| *x = 0.0);
+        for &s in window_sessions.iter() {
             for &(c, x) in &per[s] {
-                target[[c / shape.1, c % shape.1]] += x;
+                a[c] += x;
             }
         }
-        let t = homogeneity(&b, &a);
-        g += t.g;
-        df += t.df;
+        for ((bx, t), ax) in b.iter_mut().zip(&total).zip(&a) {
+            *bx = t - ax;
+        }
+        let (gi, dfi) = crate::stats::gtest::homogeneity_g(&b, &a, shape.1);
+        g += gi;
+        df += dfi;
     }
     if df <= 0.0 { 1.0 } else { (g / df).max(1.0) }
 }
@@ -1028,4 +1109,188 @@ pub fn split_halves<T: Clone>(items: &[T], seed: u64) -> (Vec<T>, Vec<T>) {
         }
     }
     (a, b)
+}
+
+/// A session still collecting steps.
+#[derive(Debug)]
+struct Pending {
+    order: u64,
+    steps: Vec<Step>,
+    next: u64,
+    in_order: bool,
+}
+
+/// Builds session rows from a stream of steps (one builder per thread): a
+/// session whose steps arrive in order from seq 0 is measured as soon as its
+/// end step arrives, so only open sessions hold their steps; anything else
+/// is handed back for merging when the stream ends.
+pub struct SessionBuilder<'a> {
+    prices: &'a PriceTable,
+    by: &'a [SegmentField],
+    open: HashMap<String, Pending, FnvState>,
+    rows: Vec<(u64, SessionRow)>,
+    finished: HashMap<String, u64, FnvState>,
+    reopened: HashSet<String>,
+}
+
+impl<'a> SessionBuilder<'a> {
+    /// An empty builder.
+    pub fn new(prices: &'a PriceTable, by: &'a [SegmentField]) -> SessionBuilder<'a> {
+        SessionBuilder {
+            prices,
+            by,
+            open: HashMap::default(),
+            rows: Vec::new(),
+            finished: HashMap::default(),
+            reopened: HashSet::new(),
+        }
+    }
+}
+
+impl crate::cli::input::StepSink for SessionBuilder<'_> {
+    fn push(&mut self, step: Step, order: u64) {
+        if self.finished.contains_key(&step.session_id) {
+            // Steps after a session's end: the whole session is recomputed later.
+            self.reopened.insert(step.session_id.clone());
+            return;
+        }
+        let is_end = step.kind == crate::model::StepKind::End;
+        let seq = step.seq;
+        if !self.open.contains_key(&step.session_id) {
+            self.open.insert(
+                step.session_id.clone(),
+                Pending {
+                    order,
+                    steps: Vec::new(),
+                    next: 0,
+                    in_order: true,
+                },
+            );
+        }
+        let done = {
+            let p = self.open.get_mut(&step.session_id).expect("inserted above");
+            p.order = p.order.min(order);
+            if p.in_order && seq == p.next {
+                p.next += 1;
+            } else {
+                p.in_order = false;
+            }
+            p.steps.push(step);
+            (is_end && p.in_order).then(|| p.steps[0].session_id.clone())
+        };
+        if let Some(id) = done {
+            let p = self.open.remove(&id).expect("present");
+            let row = measure(
+                &Session::from_sorted(id.clone(), p.steps),
+                self.prices,
+                Lexicons::builtin(),
+                self.by,
+            );
+            self.finished.insert(id, p.order);
+            self.rows.push((p.order, row));
+        }
+    }
+}
+
+/// A sink that keeps the steps of some sessions (for recomputing them).
+struct Collect<'a> {
+    ids: &'a HashSet<String>,
+    steps: Vec<(u64, Step)>,
+}
+
+impl crate::cli::input::StepSink for Collect<'_> {
+    fn push(&mut self, step: Step, order: u64) {
+        if self.ids.contains(&step.session_id) {
+            self.steps.push((order, step));
+        }
+    }
+}
+
+/// Rows of loose steps in first-appearance order (sessions sorted by seq, duplicates dropped).
+fn rows_of(mut steps: Vec<(u64, Step)>, prices: &PriceTable, by: &[SegmentField]) -> Vec<(u64, SessionRow)> {
+    steps.sort_by_key(|x| x.0);
+    let mut first: HashMap<String, u64> = HashMap::new();
+    for (o, s) in &steps {
+        first.entry(s.session_id.clone()).or_insert(*o);
+    }
+    let grouped = group_sessions(steps.into_iter().map(|x| x.1));
+    let rows = measure_all(&grouped.sessions, prices, by);
+    rows.into_iter().map(|r| (first[&r.id], r)).collect()
+}
+
+/// Trains straight from input files without holding every step in memory
+/// (same result as [`train`] on the same steps). Returns the baseline and
+/// what was read (bad records included); with bad records and without
+/// `skip_bad`, no baseline is built.
+pub fn train_files(
+    paths: &[std::path::PathBuf],
+    format: Option<crate::ingest::Format>,
+    opts: &crate::ingest::ReadOptions,
+    prices: &PriceTable,
+    strict: bool,
+    skip_bad: bool,
+    cfg: &TrainConfig,
+) -> Result<(Option<Baseline>, crate::cli::input::Streamed), TrainFilesError> {
+    validate(cfg)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let by = cfg.segment_by.clone();
+    let mut builders: Vec<SessionBuilder> = (0..threads).map(|_| SessionBuilder::new(prices, &by)).collect();
+    let streamed = crate::cli::input::stream(paths, format, opts, prices, strict, &mut builders)?;
+    if !streamed.errors.is_empty() && !skip_bad {
+        return Ok((None, streamed));
+    }
+    // Merge: sessions measured in one builder only are final; sessions seen
+    // by several builders, or reopened after their end, are recomputed.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for b in &builders {
+        for id in b.finished.keys().chain(b.open.keys()) {
+            *seen.entry(id.clone()).or_insert(0) += 1;
+        }
+    }
+    let mut dirty: HashSet<String> = builders.iter().flat_map(|b| b.reopened.iter().cloned()).collect();
+    for b in &builders {
+        for id in b.finished.keys() {
+            if seen[id] > 1 {
+                dirty.insert(id.clone());
+            }
+        }
+    }
+    let mut rows: Vec<(u64, SessionRow)> = Vec::new();
+    let mut partial: Vec<(u64, Step)> = Vec::new();
+    for b in builders {
+        rows.extend(b.rows.into_iter().filter(|(_, r)| !dirty.contains(&r.id)));
+        for (id, p) in b.open {
+            if !dirty.contains(&id) {
+                partial.extend(p.steps.into_iter().map(|s| (p.order, s)));
+            }
+        }
+    }
+    rows.extend(rows_of(partial, prices, &by));
+    if !dirty.is_empty() {
+        let mut collect = [Collect {
+            ids: &dirty,
+            steps: Vec::new(),
+        }];
+        crate::cli::input::stream(paths, format, opts, prices, false, &mut collect)?;
+        let [c] = collect;
+        rows.extend(rows_of(c.steps, prices, &by));
+    }
+    if rows.is_empty() {
+        return Err(TrainError::Empty.into());
+    }
+    rows.sort_by_key(|r| r.0);
+    let rows: Vec<SessionRow> = rows.into_iter().map(|r| r.1).collect();
+    let baseline = train_rows(&rows, streamed.steps, streamed.files.clone(), cfg)?;
+    Ok((Some(baseline), streamed))
+}
+
+/// Why training from files failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainFilesError {
+    /// Reading failed.
+    #[error(transparent)]
+    Input(#[from] crate::cli::input::InputError),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
 }

@@ -145,16 +145,135 @@ pub fn load(
     Ok(loaded)
 }
 
-/// NDJSON parsed on every core: the file is cut at line boundaries and the
-/// chunks' line numbers re-based, so errors still name the right line.
-fn read_ndjson_parallel(bytes: &[u8]) -> ingest::ReadOutput {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads <= 1 || bytes.len() < (1 << 20) {
-        return ingest::native::read_ndjson(bytes);
+/// Receives parsed steps, one sink per worker thread, so large inputs are
+/// consumed as they are parsed instead of being held in memory.
+pub trait StepSink: Send {
+    /// A valid step and its input order (file index and line or record).
+    fn push(&mut self, step: Step, order: u64);
+}
+
+/// What [`stream`] read.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    /// Per-file summary.
+    pub files: Vec<InputFile>,
+    /// Bad records, with their file.
+    pub errors: Vec<(String, RecordError)>,
+    /// Valid records that are not steps.
+    pub ignored: usize,
+    /// Valid steps pushed.
+    pub steps: u64,
+}
+
+/// Order key of a record: file index in the high bits, line or record below.
+pub fn order_key(file: usize, record: usize) -> u64 {
+    ((file as u64) << 40) | record as u64
+}
+
+/// Reads every input and pushes its valid steps into the sinks: NDJSON is
+/// cut at line boundaries into one chunk per sink and parsed in parallel
+/// (hashing the file at the same time); other formats go to the first sink.
+pub fn stream<S: StepSink>(
+    paths: &[PathBuf],
+    format: Option<Format>,
+    opts: &ReadOptions,
+    prices: &PriceTable,
+    strict: bool,
+    sinks: &mut [S],
+) -> Result<Streamed, InputError> {
+    assert!(!sinks.is_empty(), "at least one sink");
+    let files = expand(paths)?;
+    let mut out = Streamed::default();
+    for (fi, path) in files.iter().enumerate() {
+        let bytes = std::fs::read(path).map_err(|source| InputError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let fmt = format.unwrap_or_else(|| Format::detect(path, &bytes));
+        let name = path.display().to_string();
+        let (sha, errors, ignored, steps) = std::thread::scope(|scope| {
+            let hasher = scope.spawn(|| hex::encode(Sha256::digest(&bytes)));
+            let (errors, ignored, steps) = if fmt == Format::Ndjson {
+                let chunks = line_chunks(&bytes, if bytes.len() < (1 << 20) { 1 } else { sinks.len() });
+                let results: Vec<(Vec<RecordError>, u64)> = std::thread::scope(|s| {
+                    let handles: Vec<_> = chunks
+                        .iter()
+                        .zip(sinks.iter_mut())
+                        .map(|(&(chunk, first_line), sink)| {
+                            s.spawn(move || {
+                                let mut errors = Vec::new();
+                                let mut n = 0u64;
+                                for (i, raw) in chunk.split(|&b| b == b'\n').enumerate() {
+                                    let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+                                    if line.iter().all(u8::is_ascii_whitespace) {
+                                        continue;
+                                    }
+                                    let lineno = first_line + i + 1;
+                                    match ingest::native::parse_json_step(line) {
+                                        Ok(mut step) => {
+                                            prices.fill_cost(&mut step);
+                                            sink.push(step, order_key(fi, lineno));
+                                            n += 1;
+                                        }
+                                        Err((field, message)) => errors.push(RecordError {
+                                            location: ingest::Location::Line(lineno),
+                                            field,
+                                            message,
+                                        }),
+                                    }
+                                }
+                                (errors, n)
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("parser threads do not panic"))
+                        .collect()
+                });
+                let mut errors = Vec::new();
+                let mut n = 0;
+                for (e, k) in results {
+                    errors.extend(e);
+                    n += k;
+                }
+                (errors, 0, n)
+            } else {
+                let r = ingest::read(fmt, &bytes, opts);
+                let n = r.steps.len() as u64;
+                for (i, mut step) in r.steps.into_iter().enumerate() {
+                    prices.fill_cost(&mut step);
+                    sinks[0].push(step, order_key(fi, i));
+                }
+                (r.errors, r.ignored, n)
+            };
+            (hasher.join().expect("hashing does not panic"), errors, ignored, steps)
+        });
+        if strict && let Some(e) = errors.first() {
+            return Err(InputError::Strict {
+                path: name,
+                error: e.clone(),
+            });
+        }
+        out.files.push(InputFile {
+            path: name.clone(),
+            format: fmt.as_str().to_string(),
+            sha256: sha,
+            steps: steps as usize,
+            errors: errors.len(),
+        });
+        out.ignored += ignored;
+        out.steps += steps;
+        out.errors.extend(errors.into_iter().map(|e| (name.clone(), e)));
     }
+    Ok(out)
+}
+
+/// Cuts NDJSON into up to `n` chunks at line boundaries: (chunk, lines before it).
+fn line_chunks(bytes: &[u8], n: usize) -> Vec<(&[u8], usize)> {
     let mut cuts = vec![0usize];
-    for k in 1..threads {
-        let mut at = bytes.len() * k / threads;
+    for k in 1..n {
+        let mut at = bytes.len() * k / n;
         while at < bytes.len() && bytes[at - 1] != b'\n' {
             at += 1;
         }
@@ -163,15 +282,25 @@ fn read_ndjson_parallel(bytes: &[u8]) -> ingest::ReadOutput {
         }
     }
     cuts.push(bytes.len());
-    let chunks: Vec<(&[u8], usize)> = cuts
-        .windows(2)
+    let mut lines_before = 0;
+    cuts.windows(2)
         .map(|w| {
-            (
-                &bytes[w[0]..w[1]],
-                bytes[..w[0]].iter().filter(|&&b| b == b'\n').count(),
-            )
+            let chunk = &bytes[w[0]..w[1]];
+            let here = lines_before;
+            lines_before += chunk.iter().filter(|&&b| b == b'\n').count();
+            (chunk, here)
         })
-        .collect();
+        .collect()
+}
+
+/// NDJSON parsed on every core: the file is cut at line boundaries and the
+/// chunks' line numbers re-based, so errors still name the right line.
+fn read_ndjson_parallel(bytes: &[u8]) -> ingest::ReadOutput {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads <= 1 || bytes.len() < (1 << 20) {
+        return ingest::native::read_ndjson(bytes);
+    }
+    let chunks = line_chunks(bytes, threads);
     let parts: Vec<ingest::ReadOutput> = std::thread::scope(|s| {
         let handles: Vec<_> = chunks
             .iter()

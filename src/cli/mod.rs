@@ -5,6 +5,7 @@ pub mod design;
 pub mod input;
 pub mod inspect;
 pub mod replay;
+pub mod serve;
 pub mod train;
 
 use crate::ingest::{Format, ReadOptions};
@@ -88,6 +89,8 @@ pub enum Command {
     },
     /// Score recorded sessions offline with the service's scorer.
     Replay(replay::ReplayArgs),
+    /// Run the scoring service: ingest live steps, score them, serve drift reports.
+    Serve(serve::ServeArgs),
 }
 
 /// `agentdrift baseline …`.
@@ -156,6 +159,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             BaselineAction::Diff(a) => train::run_diff(a),
         },
         Command::Replay(a) => replay::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Design { chart } => {
             let (doc, as_json) = design::design(&chart)?;
             if as_json {

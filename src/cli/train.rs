@@ -1,9 +1,7 @@
 //! `agentdrift train` and `agentdrift baseline show|diff`.
 
 use super::InputArgs;
-use super::input;
 use crate::baseline::report::{diff, diff_text, show_json, show_text};
-use crate::baseline::train::train;
 use crate::baseline::types::SegmentField;
 use crate::baseline::{load, save};
 use crate::config::Config;
@@ -56,26 +54,26 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         cfg.arl0 = x;
     }
     let prices = a.input_args.prices()?;
-    let loaded = input::load(
+    let (baseline, read) = crate::baseline::train::train_files(
         &a.input,
         a.input_args.format,
         &a.input_args.read_options(),
         &prices,
         a.input_args.strict,
+        a.skip_bad,
+        &cfg,
     )?;
-    if !loaded.errors.is_empty() {
-        super::report_record_errors(&loaded.errors, 20);
-        if !a.skip_bad {
-            eprintln!(
-                "error: {} bad records; nothing written (fix them, or pass --skip-bad to train on the rest)",
-                loaded.errors.len()
-            );
-            return Ok(ExitCode::from(1));
-        }
+    if !read.errors.is_empty() {
+        super::report_record_errors(&read.errors, 20);
     }
-    let read_secs = started.elapsed().as_secs_f64();
-    let n_steps = loaded.steps.len();
-    let baseline = train(loaded.steps, loaded.files, &cfg, &prices)?;
+    let Some(baseline) = baseline else {
+        eprintln!(
+            "error: {} bad records; nothing written (fix them, or pass --skip-bad to train on the rest)",
+            read.errors.len()
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let n_steps = read.steps as usize;
     save(&baseline, &a.out)?;
     let secs = started.elapsed().as_secs_f64();
     for w in &baseline.meta.warnings {
@@ -90,7 +88,6 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         "phase1_excluded": baseline.meta.phase1_excluded.len(),
         "warnings": baseline.meta.warnings.len(),
         "seconds": secs,
-        "read_seconds": read_secs,
         "steps_per_second": n_steps as f64 / secs,
     });
     if a.json {

@@ -22,6 +22,12 @@
 //! about g of the references one could have drawn (guaranteed conditional
 //! performance, after Gandy & Kvaløy 2013). Rate charts are designed on the
 //! upper g-bound of the in-control rate.
+//!
+//! Designs are rounded conservatively onto a grid so that segments share
+//! them (a design is a root-finding over an ARL solver): the ARL0 up to the
+//! next step of 2^(1/8) (≤ 9% longer), the reference size down to the
+//! previous step of 2^(1/4) (a larger δ*), a rate chart's p0 up to the next
+//! step of 10%. Each chart then meets or exceeds its share of the budget.
 
 use crate::baseline::types::{ChartDesign, ChartSpec, ChartTarget, LoopStat, SegmentBaseline, TrainConfig};
 use crate::features::Feature;
@@ -124,6 +130,16 @@ fn cached(key: String, make: impl FnOnce() -> Result<ChartDesign, ChartError>) -
         c.insert(key, d.clone());
     }
     Ok(d)
+}
+
+/// `x` rounded up to the grid base^k.
+fn grid_up(x: f64, base: f64) -> f64 {
+    base.powf((x.ln() / base.ln() - 1e-9).ceil())
+}
+
+/// `x` rounded down to the grid base^k.
+fn grid_down(x: f64, base: f64) -> f64 {
+    base.powf((x.ln() / base.ln() + 1e-9).floor())
 }
 
 /// Designs every chart of a segment within the budget of `cfg.arl0`.
@@ -259,7 +275,7 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Vec<ChartSpec>, 
     let zg = crate::stats::dist::norm_quantile(cfg.guarantee.clamp(0.5, 0.999));
     let shift = |n: f64| {
         if zg > 0.0 {
-            (zg / (n + 2.0).sqrt()).min(1.0)
+            (zg / (grid_down(n.max(1.0), 2f64.powf(0.25)) + 2.0).sqrt()).min(1.0)
         } else {
             0.0
         }
@@ -284,7 +300,7 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Vec<ChartSpec>, 
             continue;
         }
         let rate = budget * w / total;
-        let arl0 = c.per_session / rate;
+        let arl0 = grid_up(c.per_session / rate, 2f64.powf(0.125));
         let delta = shift(n_of(&c.target));
         let design = match &c.target {
             ChartTarget::Feature(f) if CUSUM_FEATURES.contains(f) => cusum(cfg.cusum_k, arl0, delta)?,
@@ -385,7 +401,7 @@ fn cusum(k: f64, arl0: f64, delta: f64) -> Result<ChartDesign, ChartError> {
 }
 
 fn bernoulli(p0: f64, arl0: f64) -> Result<ChartDesign, ChartError> {
-    let p0 = p0.clamp(1e-4, 0.98);
+    let p0 = grid_up(p0.clamp(1e-4, 0.98), 1.1).min(0.98);
     cached(format!("bernoulli|{p0:.12e}|{arl0:.12e}"), || {
         Ok(ChartDesign::Bernoulli {
             design: BernoulliDesign::for_arl0(p0, odds_shift(p0), arl0)?,

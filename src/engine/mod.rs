@@ -105,6 +105,105 @@ struct OpenSession {
     ended: bool,
     state: InSession,
     scored: u64,
+    /// Input position of the session's latest step (log id in the service).
+    last_pos: i64,
+}
+
+/// Running totals of one segment's closed sessions, for reports and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SegmentTotals {
+    /// Sessions closed.
+    pub sessions: u64,
+    /// Of which scored against this segment as a fallback.
+    pub fallback: u64,
+    /// Sessions with a known outcome.
+    pub with_outcome: u64,
+    /// Successful sessions.
+    pub successes: u64,
+    /// Escalated sessions.
+    pub escalated: u64,
+    /// Agent tool calls.
+    pub tool_calls: u64,
+    /// Failed agent tool calls.
+    pub tool_errors: u64,
+    /// Sessions with at least one failed tool call.
+    pub tool_error_sessions: u64,
+    /// Summed cost, USD.
+    pub cost_usd: f64,
+    /// Summed cost of successful sessions, USD.
+    pub success_cost_usd: f64,
+    /// Sessions reporting cost.
+    pub cost_sessions: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Steps (end excluded).
+    pub steps: u64,
+    /// Summed duration, ms.
+    pub duration_ms: f64,
+    /// Sessions with a duration.
+    pub duration_sessions: u64,
+    /// Sessions over 50, 100 and 200 steps.
+    pub over: [u64; 3],
+    /// Failed steps per error class (at most 100 classes; the rest as `other`).
+    pub error_classes: BTreeMap<String, u64>,
+    /// (successes, sessions with outcome) per tool used.
+    pub success_by_tool: BTreeMap<String, (u64, u64)>,
+}
+
+impl SegmentTotals {
+    fn add(&mut self, f: &SessionFeatures, fallback: bool) {
+        use crate::features::Feature as F;
+        self.sessions += 1;
+        self.fallback += u64::from(fallback);
+        let success = f.success();
+        if let Some(s) = success {
+            self.with_outcome += 1;
+            self.successes += u64::from(s == 1.0);
+        }
+        self.escalated += u64::from(f.escalated());
+        let calls = f.get(F::ToolCalls).unwrap_or(0.0) as u64;
+        let errors = f.get(F::ToolErrors).unwrap_or(0.0) as u64;
+        self.tool_calls += calls;
+        self.tool_errors += errors;
+        self.tool_error_sessions += u64::from(errors > 0);
+        if let Some(c) = f.get(F::CostUsd) {
+            self.cost_usd += c;
+            self.cost_sessions += 1;
+            if success == Some(1.0) {
+                self.success_cost_usd += c;
+            }
+        }
+        self.input_tokens += f.get(F::InputTokens).unwrap_or(0.0) as u64;
+        self.output_tokens += f.get(F::OutputTokens).unwrap_or(0.0) as u64;
+        let steps = f.get(F::Steps).unwrap_or(0.0);
+        self.steps += steps as u64;
+        for (i, limit) in [50.0, 100.0, 200.0].into_iter().enumerate() {
+            self.over[i] += u64::from(steps > limit);
+        }
+        if let Some(d) = f.get(F::DurationMs) {
+            self.duration_ms += d;
+            self.duration_sessions += 1;
+        }
+        for (class, n) in &f.error_classes {
+            let key = if self.error_classes.len() < 100 || self.error_classes.contains_key(class) {
+                class.clone()
+            } else {
+                "other".to_string()
+            };
+            *self.error_classes.entry(key).or_insert(0) += u64::from(*n);
+        }
+        if let Some(s) = success {
+            for tool in f.tool_counts.keys().take(100) {
+                if self.success_by_tool.len() < 200 || self.success_by_tool.contains_key(tool) {
+                    let e = self.success_by_tool.entry(tool.clone()).or_insert((0, 0));
+                    e.0 += u64::from(s == 1.0);
+                    e.1 += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Counters for reports and metrics.
@@ -126,6 +225,8 @@ pub struct ScorerStats {
     pub late_steps: u64,
     /// Events per detector id.
     pub events: BTreeMap<String, u64>,
+    /// Totals per segment (`agent/task_type`).
+    pub segments: BTreeMap<String, SegmentTotals>,
 }
 
 /// The part of a scorer that changes, for snapshots.
@@ -151,6 +252,17 @@ pub struct Scorer {
     closed: HashSet<String>,
     closed_order: VecDeque<String>,
     stats: ScorerStats,
+}
+
+/// The segment baseline a session with this first step is scored against,
+/// and its own segment when that is a fallback (same rule as the scorer).
+pub fn resolve_segment<'a>(baseline: &'a Baseline, first: &Step) -> (Option<&'a SegmentBaseline>, Option<SegmentKey>) {
+    let own = segment_of(first, &baseline.meta.config.segment_by);
+    if let Some(s) = baseline.segment(&own) {
+        return (Some(s), None);
+    }
+    let pooled = own.pooled();
+    (baseline.segment(&pooled), Some(own))
 }
 
 /// Identity of a baseline for snapshot matching (its training time and inputs).
@@ -228,6 +340,12 @@ impl Scorer {
 
     /// Takes one step (any order); returns what it caused.
     pub fn ingest(&mut self, step: Step, now_ms: i64) -> Output {
+        self.ingest_at(step, now_ms, 0)
+    }
+
+    /// Takes one step at input position `pos` (the service's log id), so an
+    /// idle close decided at a position can be checked against later steps.
+    pub fn ingest_at(&mut self, step: Step, now_ms: i64, pos: i64) -> Output {
         let mut out = Output::default();
         if self.closed.contains(&step.session_id) {
             self.stats.late_steps += 1;
@@ -246,8 +364,10 @@ impl Scorer {
             ended: false,
             state: InSession::default(),
             scored: 0,
+            last_pos: pos,
         });
         open.last_seen_ms = now_ms;
+        open.last_pos = open.last_pos.max(pos);
         if step.seq < open.next_seq {
             // A duplicate of a scored step, or a step that arrived after the
             // scorer moved past its gap: it cannot be scored in order.
@@ -317,6 +437,11 @@ impl Scorer {
             if open.fallback_from.is_some() {
                 self.stats.fallback_sessions += 1;
             }
+            self.stats
+                .segments
+                .entry(self.baseline.segments[i].key.to_string())
+                .or_default()
+                .add(&features, open.fallback_from.is_some());
             let ctx = Ctx {
                 session_id: sid,
                 ts: open.last_ts,
@@ -373,6 +498,15 @@ impl Scorer {
             out.extend(self.close(sid, reason));
         }
         out
+    }
+
+    /// Closes a session for idleness only if no step arrived after input
+    /// position `after` (a close decided at `after` and applied later).
+    pub fn close_if_idle_since(&mut self, sid: &str, after: i64) -> Output {
+        match self.open.get(sid) {
+            Some(o) if o.last_pos <= after => self.close_session(sid, CloseReason::Idle),
+            _ => Output::default(),
+        }
     }
 
     /// Closes every idle session.

@@ -94,6 +94,39 @@ pub fn hash_args(v: Option<&Value>) -> u64 {
     h.finish()
 }
 
+/// Hasher for keys that are already hashes (identity on the u64).
+#[derive(Clone, Copy, Default)]
+pub struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Build hasher for [`PreHashed`] keys.
+pub type PreHashedState = std::hash::BuildHasherDefault<PreHashed>;
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        Fnv::write(self, bytes);
+    }
+}
+
+/// Build hasher for FNV-1a (fast for short keys such as words and tool names).
+pub type FnvState = std::hash::BuildHasherDefault<Fnv>;
+
 /// Repetition seen at one tool call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoopObs {
@@ -107,7 +140,8 @@ pub struct LoopObs {
 /// Streaming repetition tracker over one session's agent tool calls.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LoopTracker {
-    calls: HashMap<u64, u32>,
+    #[serde(with = "prehashed_map")]
+    calls: HashMap<u64, u32, PreHashedState>,
     recent: [u64; 2 * MAX_CYCLE],
     n: usize,
     runs: [u32; MAX_CYCLE],
@@ -155,6 +189,22 @@ impl LoopTracker {
             *m = (*m).max(c);
         }
         LoopObs { same_call, cycle_reps }
+    }
+}
+
+mod prehashed_map {
+    use super::PreHashedState;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashMap;
+
+    pub fn serialize<S: Serializer>(m: &HashMap<u64, u32, PreHashedState>, s: S) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<(u64, u32)> = m.iter().map(|(k, v)| (*k, *v)).collect();
+        v.sort_unstable();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<u64, u32, PreHashedState>, D::Error> {
+        Ok(Vec::<(u64, u32)>::deserialize(d)?.into_iter().collect())
     }
 }
 

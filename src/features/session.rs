@@ -6,7 +6,7 @@ use super::sequence::{LoopObs, LoopTracker, MAX_CYCLE, REASON};
 use super::text::{CONFIDENCE, Lexicons, N_LEXICONS, TextScores};
 use crate::model::{ErrorClass, Outcome, PriceTable, Session, Status, Step, StepKind};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 macro_rules! features {
     ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
@@ -186,7 +186,6 @@ pub struct SessionAccumulator {
     tool: u32,
     user: u32,
     handoffs: u32,
-    tools_seen: HashSet<String>,
     tool_counts: BTreeMap<String, u32>,
     reason_run: u32,
     max_reason_run: u32,
@@ -281,8 +280,9 @@ impl SessionAccumulator {
                     self.out_tok_calls += 1;
                 }
                 let cost = step.cost_usd.or_else(|| {
-                    let mut s = step.clone();
-                    prices.fill_cost(&mut s).then_some(s.cost_usd).flatten()
+                    step.model
+                        .as_deref()
+                        .and_then(|m| prices.cost_of(m, step.input_tokens, step.output_tokens))
                 });
                 if let Some(c) = cost {
                     self.cost = Some(self.cost.unwrap_or(0.0) + c);
@@ -309,11 +309,13 @@ impl SessionAccumulator {
             StepKind::Tool if step.is_agent_tool() => {
                 let name = step.tool.as_deref().unwrap_or("");
                 self.tool += 1;
-                if !self.tools_seen.contains(name) && self.tools_seen.len() < MAX_STATES {
-                    self.tools_seen.insert(name.to_string());
-                }
-                if self.tool_counts.len() < MAX_STATES || self.tool_counts.contains_key(name) {
-                    *self.tool_counts.entry(name.to_string()).or_insert(0) += 1;
+                let room = self.tool_counts.len() < MAX_STATES;
+                match self.tool_counts.get_mut(name) {
+                    Some(c) => *c += 1,
+                    None if room => {
+                        self.tool_counts.insert(name.to_string(), 1);
+                    }
+                    None => {}
                 }
                 let failed = step.status == Some(Status::Error);
                 if failed {
@@ -362,7 +364,7 @@ impl SessionAccumulator {
         v[Feature::LlmCalls.index()] = Some(f64::from(self.llm));
         v[Feature::ToolCalls.index()] = Some(f64::from(self.tool));
         v[Feature::UserTurns.index()] = Some(f64::from(self.user));
-        v[Feature::DistinctTools.index()] = Some(self.tools_seen.len() as f64);
+        v[Feature::DistinctTools.index()] = Some(self.tool_counts.len() as f64);
         v[Feature::ToolCallRatio.index()] = ratio(f64::from(self.tool), f64::from(self.llm + self.tool));
         v[Feature::LlmDensity.index()] = ratio(f64::from(self.llm), steps);
         v[Feature::MaxDepth.index()] = self.max_depth.map(f64::from);

@@ -34,7 +34,7 @@ pub struct TextScores {
 
 /// Compiled lexicons: first word → phrases (as word lists) with their lexicon.
 pub struct Lexicons {
-    by_first: HashMap<String, Vec<(usize, Vec<String>)>>,
+    by_first: HashMap<String, Vec<(usize, Vec<String>)>, crate::features::sequence::FnvState>,
     /// Version line common to all files (`1`), recorded in baselines.
     pub version: String,
     /// SHA-256 over all lexicon files, recorded in baselines.
@@ -50,7 +50,8 @@ impl Lexicons {
 
     /// Compiles lexicon files.
     pub fn compile(files: &[(&str, &str)]) -> Lexicons {
-        let mut by_first: HashMap<String, Vec<(usize, Vec<String>)>> = HashMap::new();
+        let mut by_first: HashMap<String, Vec<(usize, Vec<String>)>, crate::features::sequence::FnvState> =
+            HashMap::default();
         let mut hasher = Sha256::new();
         let mut version = String::new();
         for (i, (name, text)) in files.iter().enumerate() {
@@ -85,16 +86,18 @@ impl Lexicons {
 
     /// Scores one text.
     pub fn score(&self, text: &str) -> TextScores {
-        let mut words: Vec<String> = Vec::new();
-        for_each_word(text, |w| words.push(w.to_string()));
+        let (lowered, spans) = words(text);
+        let word = |i: usize| &lowered[spans[i].0..spans[i].1];
         let mut lexicon = [0u32; N_LEXICONS];
         // Words already inside a matched phrase of a lexicon do not match again
         // for that lexicon ("i'm sorry" is one apology, not two).
         let mut covered = [0usize; N_LEXICONS];
-        for i in 0..words.len() {
-            if let Some(phrases) = self.by_first.get(words[i].as_str()) {
+        for i in 0..spans.len() {
+            if let Some(phrases) = self.by_first.get(word(i)) {
                 for (lex, phrase) in phrases {
-                    if i >= covered[*lex] && words.len() - i >= phrase.len() && words[i..i + phrase.len()] == phrase[..]
+                    if i >= covered[*lex]
+                        && spans.len() - i >= phrase.len()
+                        && phrase.iter().enumerate().all(|(k, p)| word(i + k) == p)
                     {
                         covered[*lex] = i + phrase.len();
                         lexicon[*lex] += 1;
@@ -103,27 +106,78 @@ impl Lexicons {
             }
         }
         TextScores {
-            chars: text.chars().count() as u32,
-            words: words.len() as u32,
+            chars: if text.is_ascii() {
+                text.len() as u32
+            } else {
+                text.chars().count() as u32
+            },
+            words: spans.len() as u32,
             lexicon,
         }
     }
 }
 
-/// Calls `f` with each lower-cased word of `text`.
-fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
-    let mut buf = String::new();
-    for c in text.chars() {
-        let c = if c == '’' { '\'' } else { c };
-        if c.is_alphanumeric() || c == '\'' || c == '%' {
-            buf.extend(c.to_lowercase());
-        } else if !buf.is_empty() {
-            f(buf.trim_matches('\''));
-            buf.clear();
+/// The lower-cased text (with ’ as ') and the byte spans of its words: runs
+/// of letters, digits, ' and %, trimmed of apostrophes at either end.
+fn words(text: &str) -> (String, Vec<(usize, usize)>) {
+    let mut spans = Vec::new();
+    let mut push = |start: usize, end: usize, bytes: &[u8]| {
+        let (mut a, mut b) = (start, end);
+        while a < b && bytes[a] == b'\'' {
+            a += 1;
+        }
+        while b > a && bytes[b - 1] == b'\'' {
+            b -= 1;
+        }
+        if a < b {
+            spans.push((a, b));
+        }
+    };
+    if text.is_ascii() {
+        let lowered = text.to_ascii_lowercase();
+        let bytes = lowered.as_bytes();
+        let mut start = None;
+        for (i, &c) in bytes.iter().enumerate() {
+            let w = c.is_ascii_alphanumeric() || c == b'\'' || c == b'%';
+            match (w, start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    push(s, i, bytes);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            push(s, bytes.len(), bytes);
+        }
+        return (lowered, spans);
+    }
+    let lowered = text.to_lowercase().replace('’', "'");
+    let bytes = lowered.as_bytes();
+    let mut start = None;
+    for (i, c) in lowered.char_indices() {
+        let w = c.is_alphanumeric() || c == '\'' || c == '%';
+        match (w, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                push(s, i, bytes);
+                start = None;
+            }
+            _ => {}
         }
     }
-    if !buf.is_empty() {
-        f(buf.trim_matches('\''));
+    if let Some(s) = start {
+        push(s, bytes.len(), bytes);
+    }
+    (lowered, spans)
+}
+
+/// Calls `f` with each lower-cased word of `text`.
+fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
+    let (lowered, spans) = words(text);
+    for (a, b) in spans {
+        f(&lowered[a..b]);
     }
 }
 

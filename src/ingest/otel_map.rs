@@ -427,7 +427,8 @@ pub fn map_request(req: &ExportTraceServiceRequest, opts: &ReadOptions) -> ReadO
             let mut end = base.clone();
             end.kind = StepKind::End;
             end.ts = (end_ns / 1_000_000) as i64;
-            end.span_id = None;
+            // A stable id of its own, so a re-exported trace deduplicates it too.
+            end.span_id = Some(format!("{}:end", v.span_id));
             end.parent_span_id = Some(v.span_id.clone());
             end.outcome = Some(outcome);
             end.termination_reason = v.str("agentdrift.termination_reason").map(str::to_string);

@@ -127,21 +127,31 @@ impl PriceTable {
             .map(|(_, p)| p)
     }
 
+    /// The cost of a model call from its tokens, if the model is priced.
+    pub fn cost_of(&self, model: &str, input_tokens: Option<u64>, output_tokens: Option<u64>) -> Option<f64> {
+        if input_tokens.is_none() && output_tokens.is_none() {
+            return None;
+        }
+        let p = self.lookup(model)?;
+        Some(
+            input_tokens.unwrap_or(0) as f64 * p.input_usd_per_mtok / 1e6
+                + output_tokens.unwrap_or(0) as f64 * p.output_usd_per_mtok / 1e6,
+        )
+    }
+
     /// Fills `cost_usd` (and sets `cost_computed`) on an llm step that has
     /// tokens but no cost and a priced model; returns whether it did.
     pub fn fill_cost(&self, step: &mut Step) -> bool {
         if step.kind != StepKind::Llm || step.cost_usd.is_some() {
             return false;
         }
-        let (Some(model), true) = (
-            step.model.as_deref(),
-            step.input_tokens.is_some() || step.output_tokens.is_some(),
-        ) else {
+        let Some(cost) = step
+            .model
+            .as_deref()
+            .and_then(|m| self.cost_of(m, step.input_tokens, step.output_tokens))
+        else {
             return false;
         };
-        let Some(p) = self.lookup(model) else { return false };
-        let cost = step.input_tokens.unwrap_or(0) as f64 * p.input_usd_per_mtok / 1e6
-            + step.output_tokens.unwrap_or(0) as f64 * p.output_usd_per_mtok / 1e6;
         step.cost_usd = Some(cost);
         step.cost_computed = true;
         true

@@ -100,8 +100,8 @@ impl BernoulliDesign {
 
     /// The smallest integer limit whose in-control ARL is at least `arl0`.
     ///
-    /// The scale m is chosen so that γ·m ≈ 30 (γ kept to about 2%), within
-    /// 20..=400 (rare events keep fewer digits of γ so the chain stays
+    /// The scale m is chosen so that γ·m ≈ 16 (γ kept to about 3%), within
+    /// 20..=200 (rare events keep fewer digits of γ so the chain stays
     /// small), and coprime with a so the chain uses every integer state; the
     /// chart that runs uses exactly the rounded γ = a/m.
     pub fn for_arl0(p0: f64, p1: f64, arl0: f64) -> Result<BernoulliDesign, ChartError> {
@@ -109,7 +109,7 @@ impl BernoulliDesign {
         check_range("p1", p1, p0 + 1e-9, 0.9999)?;
         check_range("arl0", arl0, 1.5, 1e9)?;
         let gamma = BernoulliDesign::gamma(p0, p1);
-        let mut m = ((30.0 / gamma).ceil() as i64).clamp(20, 400);
+        let mut m = ((16.0 / gamma).ceil() as i64).clamp(20, 200);
         let mut a = ((gamma * m as f64).round() as i64).max(1);
         while gcd(m, a) != 1 {
             m += 1;

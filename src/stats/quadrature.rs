@@ -2,8 +2,35 @@
 
 /// Nodes and weights of the n-point Gauss–Legendre rule on [a, b]
 /// (Newton iteration on the Legendre recurrence; exact for polynomials of
-/// degree ≤ 2n−1).
+/// degree ≤ 2n−1). The rule on [−1, 1] is computed once per n and scaled.
 pub fn gauss_legendre(n: usize, a: f64, b: f64) -> (Vec<f64>, Vec<f64>) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Rule = Arc<(Vec<f64>, Vec<f64>)>;
+    static CACHE: OnceLock<Mutex<HashMap<usize, Rule>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let unit = {
+        let hit = cache.lock().ok().and_then(|c| c.get(&n).cloned());
+        match hit {
+            Some(u) => u,
+            None => {
+                let u = Arc::new(gauss_legendre_uncached(n, -1.0, 1.0));
+                if let Ok(mut c) = cache.lock() {
+                    c.insert(n, u.clone());
+                }
+                u
+            }
+        }
+    };
+    let half = (b - a) / 2.0;
+    let mid = (b + a) / 2.0;
+    (
+        unit.0.iter().map(|x| mid + half * x).collect(),
+        unit.1.iter().map(|w| half * w).collect(),
+    )
+}
+
+fn gauss_legendre_uncached(n: usize, a: f64, b: f64) -> (Vec<f64>, Vec<f64>) {
     assert!(n >= 1, "at least one node");
     let mut x = vec![0.0; n];
     let mut w = vec![0.0; n];

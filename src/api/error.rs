@@ -1,0 +1,107 @@
+//! The one place errors become HTTP: every failure is a JSON body
+//! `{"error": {"code", "message", "field"?, "records"?}}` with a 4xx for the
+//! caller's mistakes and a generic 5xx (details only in the logs) for ours.
+
+use crate::ingest::RecordError;
+use crate::store::StoreError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The Content-Type is not one this endpoint reads.
+    #[error("unsupported content type `{got}`; send one of: {}", expected.join(", "))]
+    UnsupportedMediaType {
+        /// What was sent.
+        got: String,
+        /// What is accepted.
+        expected: &'static [&'static str],
+    },
+    /// The body is over the limit.
+    #[error("request body over the {limit}-byte limit; send smaller batches")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body cannot be read at all.
+    #[error("{0}")]
+    BadBody(String),
+    /// Some records are invalid; nothing was stored.
+    #[error("{} invalid record(s); nothing was stored, fix them and resend the batch", .0.len())]
+    InvalidRecords(Vec<RecordError>),
+    /// A query parameter is invalid.
+    #[error("query parameter `{field}`: {message}")]
+    BadQuery {
+        /// Parameter.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Nothing there.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Not ready or shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A store failure (logged; the client gets a generic message).
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadBody(_) | ApiError::BadQuery { .. } => StatusCode::BAD_REQUEST,
+            ApiError::InvalidRecords(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BadBody(_) => "bad_body",
+            ApiError::InvalidRecords(_) => "invalid_records",
+            ApiError::BadQuery { .. } => "bad_query",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Store(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Store(e) = &self {
+            tracing::error!(error = %e, "store failure while serving a request");
+        }
+        let mut body = json!({"code": self.code(), "message": self.to_string()});
+        match &self {
+            ApiError::InvalidRecords(errors) => {
+                body["records"] = json!(
+                    errors
+                        .iter()
+                        .take(100)
+                        .map(|e| json!({"location": e.location, "field": e.field, "message": e.message}))
+                        .collect::<Vec<_>>()
+                );
+                body["invalid"] = json!(errors.len());
+                if let Some(f) = errors.first().and_then(|e| e.field.clone()) {
+                    body["field"] = json!(f);
+                }
+            }
+            ApiError::BadQuery { field, .. } => body["field"] = json!(field),
+            _ => {}
+        }
+        (self.status(), Json(json!({ "error": body }))).into_response()
+    }
+}

@@ -1,0 +1,167 @@
+//! The HTTP API (axum). Handlers are thin: extract, call one thing, map the
+//! result; content-type dispatch and body limits live in extractors; errors
+//! map to HTTP only in [`error`].
+
+pub mod error;
+pub mod ingest;
+pub mod openapi;
+pub mod reports;
+
+use crate::service::Shared;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Every route: (method, path template). The OpenAPI document is tested against it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/steps"),
+    ("post", "/v1/traces"),
+    ("get", "/v1/events"),
+    ("get", "/v1/events/stream"),
+    ("get", "/v1/events/{id}"),
+    ("get", "/v1/sessions/{id}"),
+    ("get", "/v1/sessions/{id}/replay"),
+    ("get", "/v1/segments"),
+    ("get", "/v1/segments/{segment}"),
+    ("get", "/metrics"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/openapi.json"),
+];
+
+/// The application, testable without a socket.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/steps", post(ingest::post_steps))
+        .route("/v1/traces", post(ingest::post_traces))
+        .route("/v1/events", get(reports::list_events))
+        .route("/v1/events/stream", get(reports::stream_events))
+        .route("/v1/events/{id}", get(reports::get_event))
+        .route("/v1/sessions/{id}", get(reports::session_report))
+        .route("/v1/sessions/{id}/replay", get(reports::session_replay))
+        .route("/v1/segments", get(reports::list_segments))
+        // Agents contain slashes: the segment is everything after /v1/segments/,
+        // split at its last slash into agent and task type.
+        .route("/v1/segments/{*segment}", get(reports::segment_report))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(not_found)
+        // OTLP exporters may gzip their bodies.
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        // Counts every request by route template (bounded labels).
+        .layer(middleware::from_fn_with_state(shared.clone(), count_requests))
+        // The body limit is enforced by `RawBody` (so the 413 is JSON);
+        // axum's default 2 MB limit is lifted to the configured one.
+        .layer(axum::extract::DefaultBodyLimit::max(shared.max_body))
+        .with_state(shared)
+}
+
+async fn count_requests(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    s.metrics
+        .requests
+        .get_or_create(&crate::service::metrics::RequestLabels {
+            endpoint,
+            code: resp.status().as_u16().to_string(),
+        })
+        .inc();
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route".into())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !s.ready.load(Ordering::SeqCst) {
+        return Err(ApiError::Unavailable("not ready (starting or shutting down)".into()));
+    }
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || store.ping())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))??;
+    Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    // Gauges are refreshed every second; refresh them now so a scrape right
+    // after ingestion sees it.
+    if let Some(r) = s.engine.report().await {
+        s.metrics.refresh(&r);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// A request body within the configured limit (413 as JSON otherwise).
+///
+/// An oversized body is still read (and discarded, up to 4× the limit or
+/// 64 MiB) before the 413 is sent: a client that is still writing would
+/// otherwise see a broken connection instead of the answer.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<Arc<Shared>> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<Shared>) -> Result<Self, Self::Rejection> {
+        use futures::StreamExt;
+        let limit = state.max_body;
+        let drain_cap = limit.saturating_mul(4).max(64 << 20);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let mut stream = req.into_body().into_data_stream();
+        let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+        let mut seen = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadBody(format!("cannot read the request body: {e}")))?;
+            seen += chunk.len();
+            if seen <= limit && declared.is_none_or(|d| d <= limit) {
+                buf.extend_from_slice(&chunk);
+            } else if seen > drain_cap {
+                break;
+            }
+        }
+        if seen > limit || declared.is_some_and(|d| d > limit) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        Ok(RawBody(buf.freeze()))
+    }
+}
+
+/// The media type of a request, lower-cased, without parameters.
+pub fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}

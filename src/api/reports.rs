@@ -1,0 +1,425 @@
+//! Reports: events (list, one, live stream), session reports and replay,
+//! segment reports.
+
+use super::error::ApiError;
+use crate::detect::DriftEvent;
+use crate::engine::resolve_segment;
+use crate::features::{Feature, session_features};
+use crate::model::{SegmentKey, Session, Step};
+use crate::service::Shared;
+use crate::store::{EventPage, EventQuery};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("worker failed: {e}")))?
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsParams {
+    segment: Option<String>,
+    detector: Option<String>,
+    since: Option<String>,
+    session: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn parse_num<T: std::str::FromStr>(field: &str, v: &Option<String>) -> Result<Option<T>, ApiError> {
+    v.as_deref()
+        .map(|s| {
+            s.parse::<T>().map_err(|_| ApiError::BadQuery {
+                field: field.into(),
+                message: format!("expected a number, got `{s}`"),
+            })
+        })
+        .transpose()
+}
+
+fn params(q: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>) -> Result<EventsParams, ApiError> {
+    q.map(|Query(p)| p).map_err(|e| {
+        let text = e.body_text();
+        let field = text.split('`').nth(1).unwrap_or("query").to_string();
+        ApiError::BadQuery { field, message: text }
+    })
+}
+
+/// `GET /v1/events`.
+pub async fn list_events(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventPage>, ApiError> {
+    let p = params(q)?;
+    let limit: usize = parse_num("limit", &p.limit)?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadQuery {
+            field: "limit".into(),
+            message: "must be between 1 and 1000".into(),
+        });
+    }
+    let query = EventQuery {
+        segment: p.segment,
+        detector: p.detector,
+        since: parse_num("since", &p.since)?,
+        session: p.session,
+        cursor: parse_num("cursor", &p.cursor)?,
+        limit,
+    };
+    let store = s.store.clone();
+    Ok(Json(blocking(move || Ok(store.events(&query)?)).await?))
+}
+
+/// `GET /v1/events/{id}`.
+pub async fn get_event(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<DriftEvent>, ApiError> {
+    let store = s.store.clone();
+    let idc = id.clone();
+    blocking(move || Ok(store.event(&idc)?))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("event {id}")))
+}
+
+/// `GET /v1/events/stream`: stored events as Server-Sent Events, optionally
+/// filtered by `segment` and `detector` (id or family).
+pub async fn stream_events(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let p = params(q)?;
+    let rx = s.events.subscribe();
+    let mut stop = s.shutdown.clone();
+    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |e| {
+        let keep = match &e {
+            Ok(e) => {
+                p.segment.as_ref().is_none_or(|seg| *seg == e.segment.to_string())
+                    && p.detector.as_ref().is_none_or(|d| *d == e.detector || *d == e.kind)
+            }
+            Err(_) => true,
+        };
+        let out = match e {
+            Ok(e) if keep => Some(Ok(Event::default()
+                .event("drift")
+                .id(e.id.clone())
+                .json_data(&*e)
+                .unwrap_or_default())),
+            Ok(_) => None,
+            // A slow client missed events: say so; it can page them from /v1/events.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Ok(Event::default().event("lagged").data(n.to_string())))
+            }
+        };
+        futures::future::ready(out)
+    });
+    // The stream ends when the server shuts down, so shutdown never waits on it.
+    let stream = stream.take_until(async move {
+        let _ = stop.wait_for(|v| *v).await;
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn load_steps(s: &Shared, id: &str) -> Result<Vec<(u64, String, Step)>, ApiError> {
+    let rows = s.store.session_steps(id)?;
+    rows.into_iter()
+        .map(|(seq, raw)| {
+            let step: Step = serde_json::from_str(&raw)
+                .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e.to_string())))?;
+            Ok((seq, raw, step))
+        })
+        .collect()
+}
+
+/// `GET /v1/sessions/{id}`: each feature with its baseline percentile, the
+/// events the session triggered, and a span tree summary.
+pub async fn session_report(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let shared = s.clone();
+    blocking(move || {
+        let rows = load_steps(&shared, &id)?;
+        if rows.is_empty() {
+            return Err(ApiError::NotFound(format!("session {id}")));
+        }
+        let mut steps: Vec<Step> = rows.into_iter().map(|r| r.2).collect();
+        for st in &mut steps {
+            shared.prices.fill_cost(st);
+        }
+        let session = Session::from_sorted(id.clone(), steps);
+        let f = session_features(&session, &shared.prices, crate::features::Lexicons::builtin());
+        let (seg, fallback) = resolve_segment(&shared.baseline, &session.steps[0]);
+        let features: Vec<Value> = Feature::ALL
+            .iter()
+            .filter_map(|&feat| {
+                let v = f.get(feat)?;
+                let b = seg.and_then(|s| s.feature(feat));
+                Some(json!({
+                    "feature": feat.name(),
+                    "value": v,
+                    "baseline_percentile": b.map(|b| b.ecdf.percentile(v)),
+                    "baseline_median": b.map(|b| b.quantiles[2]),
+                    "baseline_p05": b.map(|b| b.quantiles[0]),
+                    "baseline_p95": b.map(|b| b.quantiles[4]),
+                }))
+            })
+            .collect();
+        let closed = shared.store.session(&id)?;
+        let events = shared.store.events(&EventQuery {
+            session: Some(id.clone()),
+            limit: 1000,
+            ..EventQuery::default()
+        })?;
+        let agents: BTreeSet<&str> = session.steps.iter().map(|s| s.agent.as_str()).collect();
+        let depths = session.depths();
+        Ok(Json(json!({
+            "session_id": id,
+            "status": if closed.is_some() { "closed" } else { "open" },
+            "close_reason": closed.as_ref().map(|c| c.closed.reason),
+            "segment": seg.map(|s| &s.key),
+            "fallback_from": fallback.filter(|_| seg.is_some()),
+            "scored": seg.is_some(),
+            "steps": session.steps.len(),
+            "outcome": f.outcome,
+            "features": features,
+            "error_classes": f.error_classes,
+            "events": events.events,
+            "span_tree": {
+                "max_depth": depths.iter().flatten().max(),
+                "spans": session.steps.iter().filter(|s| s.span_id.is_some()).count(),
+                "tool_call_ratio": f.get(Feature::ToolCallRatio),
+                "llm_density": f.get(Feature::LlmDensity),
+                "input_tokens": f.get(Feature::InputTokens),
+                "output_tokens": f.get(Feature::OutputTokens),
+                "cost_usd": f.get(Feature::CostUsd),
+                "handoffs": f.get(Feature::Handoffs),
+                "agents": agents,
+            },
+        })))
+    })
+    .await
+}
+
+/// `GET /v1/sessions/{id}/replay`: every step as stored (the bytes received),
+/// in `seq` order, with the span tree and the sessions correlated with it.
+/// `Accept: application/x-ndjson` returns the stored records one per line.
+pub async fn session_replay(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("ndjson") || a.contains("jsonl"));
+    let shared = s.clone();
+    blocking(move || {
+        let rows = load_steps(&shared, &id)?;
+        if rows.is_empty() {
+            return Err(ApiError::NotFound(format!("session {id}")));
+        }
+        if ndjson {
+            let mut body = String::new();
+            for (_, raw, _) in &rows {
+                body.push_str(raw);
+                body.push('\n');
+            }
+            return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
+        }
+        let session = Session::from_sorted(id.clone(), rows.iter().map(|r| r.2.clone()).collect());
+        let depths = session.depths();
+        let tree: Vec<Value> = session
+            .steps
+            .iter()
+            .zip(&depths)
+            .map(|(st, d)| {
+                json!({"seq": st.seq, "kind": st.kind, "agent": st.agent, "to_agent": st.to_agent,
+                       "span_id": st.span_id, "parent_span_id": st.parent_span_id, "depth": d})
+            })
+            .collect();
+        let correlation: BTreeSet<&str> = session
+            .steps
+            .iter()
+            .filter_map(|s| s.correlation_id.as_deref())
+            .collect();
+        let mut correlated = BTreeSet::new();
+        for c in &correlation {
+            correlated.extend(shared.store.correlated_sessions(c)?);
+        }
+        correlated.remove(&id);
+        let raws: Vec<Box<RawValue>> = rows
+            .into_iter()
+            .map(|(_, raw, _)| {
+                RawValue::from_string(raw)
+                    .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e.to_string())))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Json(json!({
+            "session_id": id,
+            "steps": raws,
+            "span_tree": tree,
+            "correlation_ids": correlation,
+            "correlated_sessions": correlated,
+            "agents": session.steps.iter().map(|s| s.agent.as_str()).collect::<BTreeSet<_>>(),
+        }))
+        .into_response())
+    })
+    .await
+}
+
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
+fn segment_summary(
+    b: &crate::baseline::SegmentBaseline,
+    t: Option<&crate::engine::SegmentTotals>,
+    alarms: u64,
+) -> Value {
+    let t = t.cloned().unwrap_or_default();
+    let r = &b.rates;
+    json!({
+        "segment": b.key,
+        "baseline": {
+            "sessions": b.sessions,
+            "success_rate": ratio(u64::from(r.outcome_sessions - r.failures), u64::from(r.outcome_sessions)),
+            "escalation_rate": ratio(u64::from(r.escalations), u64::from(r.sessions)),
+            "tool_failure_rate": ratio(r.tool_errors, r.tool_calls),
+            "cost_per_task_usd": r.cost_per_task,
+            "cost_per_success_usd": r.cost_per_success,
+            "mean_duration_ms": r.mean_duration_ms,
+        },
+        "live": {
+            "sessions": t.sessions,
+            "fallback_sessions": t.fallback,
+            "success_rate": ratio(t.successes, t.with_outcome),
+            "escalation_rate": ratio(t.escalated, t.sessions),
+            "tool_failure_rate": ratio(t.tool_errors, t.tool_calls),
+            "tool_efficiency": ratio(t.tool_calls - t.tool_errors.min(t.tool_calls), t.tool_calls),
+            "sessions_with_tool_failure": t.tool_error_sessions,
+            "mean_completion_time_ms": (t.duration_sessions > 0).then(|| t.duration_ms / t.duration_sessions as f64),
+            "tokens": {"input": t.input_tokens, "output": t.output_tokens,
+                       "per_session": ratio(t.input_tokens + t.output_tokens, t.sessions)},
+            "cost_per_task_usd": (t.cost_sessions > 0).then(|| t.cost_usd / t.cost_sessions as f64),
+            "cost_per_success_usd": (t.successes > 0 && t.cost_sessions > 0).then(|| t.success_cost_usd / t.successes as f64),
+            "session_length_share_over_50_100_200": t.over.map(|o| ratio(o, t.sessions)),
+            "error_classes": t.error_classes,
+            "success_by_tool": t.success_by_tool.iter().map(|(k, (s, n))| (k.clone(), json!({"sessions": n, "success_rate": ratio(*s, *n)}))).collect::<serde_json::Map<_, _>>(),
+        },
+        "alarms": alarms,
+    })
+}
+
+/// `GET /v1/segments`.
+pub async fn list_segments(State(s): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    let report = s.engine.report().await;
+    let segments: Vec<Value> = s
+        .baseline
+        .segments
+        .iter()
+        .map(|b| {
+            let key = b.key.to_string();
+            let alarms = report
+                .as_ref()
+                .and_then(|r| r.charts.get(&key))
+                .map_or(0, |c| c.iter().map(|x| x.alarms).sum());
+            segment_summary(b, report.as_ref().and_then(|r| r.stats.segments.get(&key)), alarms)
+        })
+        .collect();
+    Ok(Json(json!({
+        "segments": segments,
+        "open_sessions": report.as_ref().map(|r| r.open_sessions),
+        "unscored_sessions": report.as_ref().map(|r| r.stats.unscored_sessions),
+    })))
+}
+
+/// `GET /v1/segments/{agent}/{task_type}` (the agent may contain slashes).
+pub async fn segment_report(
+    State(s): State<Arc<Shared>>,
+    Path(segment): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (agent, task) = segment
+        .rsplit_once('/')
+        .ok_or_else(|| ApiError::NotFound(format!("segment {segment} (use AGENT/TASK_TYPE)")))?;
+    let key = SegmentKey::new(agent, task);
+    let b = s
+        .baseline
+        .segment(&key)
+        .ok_or_else(|| ApiError::NotFound(format!("segment {key}")))?
+        .clone();
+    let report = s.engine.report().await;
+    let name = key.to_string();
+    let charts = report
+        .as_ref()
+        .and_then(|r| r.charts.get(&name))
+        .cloned()
+        .unwrap_or_default();
+    let alarms = charts.iter().map(|c| c.alarms).sum();
+    let mut doc = segment_summary(&b, report.as_ref().and_then(|r| r.stats.segments.get(&name)), alarms);
+    let store = s.store.clone();
+    let n2 = name.clone();
+    let recent = blocking(move || {
+        // The newest events: page to the end, keep the last 20.
+        let mut q = EventQuery {
+            segment: Some(n2),
+            limit: 1000,
+            ..EventQuery::default()
+        };
+        let mut all = Vec::new();
+        loop {
+            let p = store.events(&q)?;
+            all.extend(p.events);
+            match p.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+            if all.len() > 20_000 {
+                break;
+            }
+        }
+        let n = all.len();
+        Ok(all.split_off(n.saturating_sub(20)))
+    })
+    .await?;
+    let moved = recent
+        .iter()
+        .rev()
+        .find(|e| e.kind == "markov")
+        .map(|e| e.moved.clone())
+        .unwrap_or_default();
+    let k = b.markov.states.len();
+    let mut top: Vec<(f64, usize)> = (0..k * k)
+        .filter(|c| b.markov.counts[*c] > 0.0)
+        .map(|c| (b.markov.counts[c], c))
+        .collect();
+    top.sort_by(|x, y| y.0.total_cmp(&x.0));
+    doc["charts"] = json!(
+        charts
+            .iter()
+            .map(|c| {
+                let spec = b.charts.iter().find(|x| x.id == c.id);
+                json!({"id": c.id, "statistic": c.statistic, "limit": c.limit, "alarms": c.alarms,
+                       "arl0": spec.map(|x| x.arl0), "unit": spec.map(|x| x.unit.clone())})
+            })
+            .collect::<Vec<_>>()
+    );
+    doc["top_moved_transitions"] = json!(moved);
+    doc["baseline_top_transitions"] = json!(
+        top.iter()
+            .take(10)
+            .map(|(n, c)| json!({"from": b.markov.states[c / k], "to": b.markov.states[c % k], "count": n, "p": b.markov.probs[*c]}))
+            .collect::<Vec<_>>()
+    );
+    doc["baseline_success_by_task_type"] = json!(b.rates.success_by_task);
+    doc["recent_events"] = json!(recent);
+    Ok(Json(doc))
+}

@@ -1,0 +1,135 @@
+//! `agentdrift serve`: configuration (file < environment < flags), logs,
+//! store, recovery, the HTTP server, and a graceful shutdown that flushes
+//! everything on SIGTERM/SIGINT.
+
+use crate::baseline::load;
+use crate::config::Config;
+use crate::model::PriceTable;
+use crate::store::sqlite::SqliteStore;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Options of `agentdrift serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Baseline file to score against.
+    #[arg(long)]
+    pub baseline: PathBuf,
+    /// Directory of the embedded store (default ./agentdrift-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:7878; port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// agentdrift.toml ([serve] section; AGENTDRIFT_* variables override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log format: json (default) or text.
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+/// Initialises structured logs on stderr (`RUST_LOG` filters, default info).
+pub fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "text" {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).with_current_span(false).try_init()
+    };
+}
+
+/// The effective configuration.
+pub fn config(a: &ServeArgs) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(a.config.as_deref())?;
+    cfg.apply_env(&std::env::vars().collect())?;
+    if let Some(d) = &a.data_dir {
+        cfg.serve.data_dir = d.display().to_string();
+    }
+    if let Some(l) = &a.listen {
+        cfg.serve.listen = l.clone();
+    }
+    if let Some(f) = &a.log_format {
+        anyhow::ensure!(f == "json" || f == "text", "--log-format must be json or text");
+        cfg.serve.log_format = f.clone();
+    }
+    Ok(cfg)
+}
+
+/// Runs the service until a signal.
+pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config(&a)?;
+    init_logs(&cfg.serve.log_format);
+    let baseline = Arc::new(load(&a.baseline)?);
+    let prices = match &cfg.serve.prices {
+        Some(p) => PriceTable::load(std::path::Path::new(p))?,
+        None => PriceTable::default(),
+    };
+    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(std::path::Path::new(&cfg.serve.data_dir))?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(serve(store, baseline, cfg, prices))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    store: Arc<dyn crate::store::Store>,
+    baseline: Arc<crate::baseline::Baseline>,
+    cfg: Config,
+    prices: PriceTable,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (shared, workers) = {
+        let (store, baseline, cfg, prices) = (store.clone(), baseline.clone(), cfg.clone(), prices.clone());
+        tokio::task::spawn_blocking(move || crate::service::start(store, baseline, &cfg, prices, stop_rx)).await??
+    };
+    let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.serve.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %cfg.serve.data_dir, segments = baseline.segments.len(), "agentdrift serving");
+    // One line on stdout for scripts (and tests) that asked for port 0.
+    println!("listening on http://{addr}");
+    let app = crate::api::router(shared.clone());
+    let mut stopping = shared.shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stopping.wait_for(|v| *v).await;
+    });
+    let deadline = async {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        // In-flight requests get this long to finish; then we stop anyway.
+        tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = deadline => tracing::warn!("connections still open 20 s after the signal; stopping"),
+    }
+    tracing::info!("shutting down: flushing the scorer and the store");
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || workers.shutdown(&s)).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

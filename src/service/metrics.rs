@@ -1,0 +1,358 @@
+//! Every Prometheus metric of the service, declared in one place with where
+//! it is measured. Labels stay bounded: segments and detectors come from the
+//! baseline, endpoints are route templates.
+
+use crate::detect::DriftEvent;
+use crate::engine::ClosedSession;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+/// Labels: ingest format.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FormatLabel {
+    /// `ndjson`, `msgpack`, `otlp-proto`, `otlp-json`.
+    pub format: String,
+}
+
+/// Labels: endpoint and status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route template.
+    pub endpoint: String,
+    /// HTTP status code.
+    pub code: String,
+}
+
+/// Labels: segment.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SegmentLabel {
+    /// `agent/task_type`.
+    pub segment: String,
+}
+
+/// Labels: segment and detector.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetectorLabels {
+    /// `agent/task_type`.
+    pub segment: String,
+    /// Detector id.
+    pub detector: String,
+}
+
+/// Labels: segment and close reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// `agent/task_type`.
+    pub segment: String,
+    /// `end`, `idle`, `flush`.
+    pub reason: String,
+}
+
+/// Labels: segment and token direction.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// `agent/task_type`.
+    pub segment: String,
+    /// `input` or `output`.
+    pub direction: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// The metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Steps accepted (new, durable), by format; measured after commit.
+    pub ingest_steps: Family<FormatLabel, Counter>,
+    /// Steps already stored (retries), measured after commit.
+    pub ingest_duplicates: Counter,
+    /// Records rejected at parsing, by format.
+    pub ingest_rejected: Family<FormatLabel, Counter>,
+    /// Requests by endpoint and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from request to acknowledgement of ingest requests.
+    pub ack_seconds: Histogram,
+    /// Duration of one store commit (group of requests).
+    pub commit_seconds: Histogram,
+    /// Steps per store commit.
+    pub commit_steps: Histogram,
+    /// Log entries applied by the scorer.
+    pub engine_entries: Counter,
+    /// Drift events stored, by segment and detector.
+    pub events: Family<DetectorLabels, Counter>,
+    /// Sessions closed, by segment and reason.
+    pub sessions_closed: Family<CloseLabels, Counter>,
+    /// Sessions open in the scorer.
+    pub sessions_open: Gauge,
+    /// Per segment, from closed sessions: success ratio.
+    pub success_ratio: Family<SegmentLabel, FGauge>,
+    /// Escalation ratio.
+    pub escalation_ratio: Family<SegmentLabel, FGauge>,
+    /// Share of agent tool calls that failed.
+    pub tool_failure_ratio: Family<SegmentLabel, FGauge>,
+    /// Total cost.
+    pub cost_usd: Family<SegmentLabel, FGauge>,
+    /// Cost per successful session.
+    pub cost_per_success_usd: Family<SegmentLabel, FGauge>,
+    /// Tokens burnt.
+    pub tokens: Family<TokenLabels, FGauge>,
+    /// Mean session duration.
+    pub session_duration_seconds: Family<SegmentLabel, FGauge>,
+    /// Mean steps per session.
+    pub session_steps: Family<SegmentLabel, FGauge>,
+    /// Latest chart statistic.
+    pub chart_statistic: Family<DetectorLabels, FGauge>,
+    /// Its limit.
+    pub chart_limit: Family<DetectorLabels, FGauge>,
+    lock: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers everything.
+    pub fn new() -> Metrics {
+        let mut r = Registry::default();
+        let m = Metrics {
+            ingest_steps: Family::default(),
+            ingest_duplicates: Counter::default(),
+            ingest_rejected: Family::default(),
+            requests: Family::default(),
+            ack_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
+            commit_steps: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            engine_entries: Counter::default(),
+            events: Family::default(),
+            sessions_closed: Family::default(),
+            sessions_open: Gauge::default(),
+            success_ratio: Family::default(),
+            escalation_ratio: Family::default(),
+            tool_failure_ratio: Family::default(),
+            cost_usd: Family::default(),
+            cost_per_success_usd: Family::default(),
+            tokens: Family::default(),
+            session_duration_seconds: Family::default(),
+            session_steps: Family::default(),
+            chart_statistic: Family::default(),
+            chart_limit: Family::default(),
+            registry: Registry::default(),
+            lock: Mutex::new(()),
+        };
+        r.register(
+            "agentdrift_ingest_steps",
+            "Steps accepted and committed, by format",
+            m.ingest_steps.clone(),
+        );
+        r.register(
+            "agentdrift_ingest_duplicate_steps",
+            "Steps received again and skipped",
+            m.ingest_duplicates.clone(),
+        );
+        r.register(
+            "agentdrift_ingest_rejected_records",
+            "Records rejected at parsing, by format",
+            m.ingest_rejected.clone(),
+        );
+        r.register(
+            "agentdrift_http_requests",
+            "HTTP requests by endpoint and status",
+            m.requests.clone(),
+        );
+        r.register_with_unit(
+            "agentdrift_ingest_ack",
+            "Ingest request to durable acknowledgement",
+            Unit::Seconds,
+            m.ack_seconds.clone(),
+        );
+        r.register_with_unit(
+            "agentdrift_store_commit",
+            "Duration of one store commit",
+            Unit::Seconds,
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "agentdrift_store_commit_steps",
+            "Steps per store commit",
+            m.commit_steps.clone(),
+        );
+        r.register(
+            "agentdrift_engine_log_entries",
+            "Log entries applied by the scorer",
+            m.engine_entries.clone(),
+        );
+        r.register(
+            "agentdrift_drift_events",
+            "Drift events stored, by segment and detector",
+            m.events.clone(),
+        );
+        r.register(
+            "agentdrift_sessions_closed",
+            "Sessions closed, by segment and reason",
+            m.sessions_closed.clone(),
+        );
+        r.register(
+            "agentdrift_sessions_open",
+            "Sessions open in the scorer",
+            m.sessions_open.clone(),
+        );
+        r.register(
+            "agentdrift_segment_success_ratio",
+            "Share of closed sessions that succeeded",
+            m.success_ratio.clone(),
+        );
+        r.register(
+            "agentdrift_segment_escalation_ratio",
+            "Share of closed sessions escalated",
+            m.escalation_ratio.clone(),
+        );
+        r.register(
+            "agentdrift_segment_tool_failure_ratio",
+            "Share of agent tool calls that failed",
+            m.tool_failure_ratio.clone(),
+        );
+        r.register_with_unit(
+            "agentdrift_segment_cost",
+            "Cost of closed sessions",
+            Unit::Other("usd".into()),
+            m.cost_usd.clone(),
+        );
+        r.register_with_unit(
+            "agentdrift_segment_cost_per_success",
+            "Cost per successful session",
+            Unit::Other("usd".into()),
+            m.cost_per_success_usd.clone(),
+        );
+        r.register_with_unit(
+            "agentdrift_segment_tokens",
+            "Tokens of closed sessions",
+            Unit::Other("tokens".into()),
+            m.tokens.clone(),
+        );
+        r.register_with_unit(
+            "agentdrift_segment_session_duration",
+            "Mean duration of closed sessions",
+            Unit::Seconds,
+            m.session_duration_seconds.clone(),
+        );
+        r.register(
+            "agentdrift_segment_session_steps",
+            "Mean steps per closed session",
+            m.session_steps.clone(),
+        );
+        r.register(
+            "agentdrift_chart_statistic",
+            "Latest statistic of each chart",
+            m.chart_statistic.clone(),
+        );
+        r.register("agentdrift_chart_limit", "Limit of each chart", m.chart_limit.clone());
+        Metrics { registry: r, ..m }
+    }
+
+    /// Text exposition.
+    pub fn encode(&self) -> String {
+        let _g = self.lock.lock();
+        let mut s = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+
+    /// A store commit.
+    pub fn observe_commit(&self, secs: f64, steps: usize) {
+        self.commit_seconds.observe(secs);
+        self.commit_steps.observe(steps as f64);
+    }
+
+    /// A stored event.
+    pub fn event(&self, e: &DriftEvent) {
+        self.events
+            .get_or_create(&DetectorLabels {
+                segment: e.segment.to_string(),
+                detector: e.detector.clone(),
+            })
+            .inc();
+    }
+
+    /// A closed session.
+    pub fn closed(&self, c: &ClosedSession) {
+        let segment = c.segment.as_ref().map_or("unscored".to_string(), |k| k.to_string());
+        let reason = match c.reason {
+            crate::engine::CloseReason::End => "end",
+            crate::engine::CloseReason::Idle => "idle",
+            crate::engine::CloseReason::Flush => "flush",
+        };
+        self.sessions_closed
+            .get_or_create(&CloseLabels {
+                segment,
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// A log entry applied.
+    pub fn engine_step(&self) {
+        self.engine_entries.inc();
+    }
+
+    /// Refreshes gauges from a report of the scorer.
+    pub fn refresh(&self, r: &crate::service::engine_task::EngineReport) {
+        self.sessions_open.set(r.open_sessions as i64);
+        for (seg, t) in &r.stats.segments {
+            let l = SegmentLabel { segment: seg.clone() };
+            let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { f64::NAN };
+            self.success_ratio
+                .get_or_create(&l)
+                .set(ratio(t.successes, t.with_outcome));
+            self.escalation_ratio
+                .get_or_create(&l)
+                .set(ratio(t.escalated, t.sessions));
+            self.tool_failure_ratio
+                .get_or_create(&l)
+                .set(ratio(t.tool_errors, t.tool_calls));
+            self.cost_usd.get_or_create(&l).set(t.cost_usd);
+            self.cost_per_success_usd.get_or_create(&l).set(if t.successes > 0 {
+                t.success_cost_usd / t.successes as f64
+            } else {
+                f64::NAN
+            });
+            for (direction, v) in [("input", t.input_tokens), ("output", t.output_tokens)] {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        segment: seg.clone(),
+                        direction: direction.into(),
+                    })
+                    .set(v as f64);
+            }
+            self.session_duration_seconds
+                .get_or_create(&l)
+                .set(if t.duration_sessions > 0 {
+                    t.duration_ms / t.duration_sessions as f64 / 1000.0
+                } else {
+                    f64::NAN
+                });
+            self.session_steps.get_or_create(&l).set(ratio(t.steps, t.sessions));
+        }
+        for (seg, charts) in &r.charts {
+            for c in charts {
+                let (Some(stat), Some(limit)) = (c.statistic, c.limit) else {
+                    continue;
+                };
+                let l = DetectorLabels {
+                    segment: seg.clone(),
+                    detector: c.id.clone(),
+                };
+                self.chart_statistic.get_or_create(&l).set(stat);
+                self.chart_limit.get_or_create(&l).set(limit);
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The embedded default store: SQLite in WAL mode with `synchronous=FULL`,
+//! so a committed append survives a crash of the process or the machine.
+//! One writer connection (appends are serialised; the service groups
+//! concurrent requests into one transaction) and a small pool of readers.
+
+use super::*;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Schema version (SQLite `user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    seq INTEGER,
+    span_id TEXT,
+    correlation_id TEXT,
+    received_ms INTEGER NOT NULL,
+    after_id INTEGER,
+    raw TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS log_step ON log(session_id, seq) WHERE kind = 0;
+CREATE UNIQUE INDEX IF NOT EXISTS log_span ON log(session_id, span_id) WHERE kind = 0 AND span_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS log_correlation ON log(correlation_id) WHERE correlation_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    rid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts INTEGER NOT NULL,
+    segment TEXT NOT NULL,
+    detector TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_segment ON events(segment, rid);
+CREATE INDEX IF NOT EXISTS events_detector ON events(detector, rid);
+CREATE INDEX IF NOT EXISTS events_session ON events(session_id, rid);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    segment TEXT,
+    closed_ms INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_segment ON sessions(segment, closed_ms);
+CREATE TABLE IF NOT EXISTS snapshot (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    position INTEGER NOT NULL,
+    baseline_id TEXT NOT NULL,
+    state BLOB NOT NULL
+);
+";
+
+/// SQLite store under a data directory.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `agentdrift.sqlite3` under `dir`.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let err = |m: String| StoreError::Open {
+            path: dir.display().to_string(),
+            message: m,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        let path = dir.join("agentdrift.sqlite3");
+        let c = open_conn(&path).map_err(|e| err(e.to_string()))?;
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| err(e.to_string()))?;
+        if version > SCHEMA_VERSION {
+            return Err(err(format!(
+                "store schema version {version} is newer than this build ({SCHEMA_VERSION}); upgrade agentdrift"
+            )));
+        }
+        c.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
+        c.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(c),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
+        let conn = self.readers.lock().ok().and_then(|mut p| p.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => open_conn(&self.path).map_err(db)?,
+        };
+        let out = f(&conn).map_err(db);
+        if let Ok(mut p) = self.readers.lock()
+            && p.len() < 8
+        {
+            p.push(conn);
+        }
+        out
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
+        let mut c = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Database("writer lock poisoned".into()))?;
+        f(&mut c).map_err(db)
+    }
+}
+
+fn decode_event(body: String) -> Result<DriftEvent, rusqlite::Error> {
+    serde_json::from_str(&body)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn decode_session(body: String) -> Result<StoredSession, rusqlite::Error> {
+    serde_json::from_str(&body)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+impl Store for SqliteStore {
+    fn append_steps(&self, steps: &[NewStep], received_ms: i64) -> Result<Appended, StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let mut out = Appended::default();
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO log (kind, session_id, seq, span_id, correlation_id, received_ms, raw)
+                     VALUES (0, ?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                let mut next_seq =
+                    tx.prepare_cached("SELECT COALESCE(MAX(seq), -1) + 1 FROM log WHERE session_id = ?1 AND kind = 0")?;
+                let mut span_seen =
+                    tx.prepare_cached("SELECT 1 FROM log WHERE session_id = ?1 AND span_id = ?2 AND kind = 0")?;
+                for (i, n) in steps.iter().enumerate() {
+                    let mut step = n.step.clone();
+                    let raw = if n.assign_seq {
+                        if let Some(span) = &step.span_id
+                            && span_seen.exists(params![step.session_id, span])?
+                        {
+                            out.duplicates += 1;
+                            continue;
+                        }
+                        step.seq = next_seq.query_row(params![step.session_id], |r| r.get::<_, i64>(0))? as u64;
+                        serde_json::to_string(&step).expect("steps serialise")
+                    } else {
+                        n.raw.clone()
+                    };
+                    let changed = insert.execute(params![
+                        step.session_id,
+                        step.seq as i64,
+                        step.span_id,
+                        step.correlation_id,
+                        received_ms,
+                        raw
+                    ])?;
+                    if changed == 1 {
+                        out.stored.push((i, tx.last_insert_rowid(), step));
+                    } else {
+                        out.duplicates += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn append_close(&self, session_id: &str, after: i64) -> Result<i64, StoreError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO log (kind, session_id, received_ms, after_id) VALUES (1, ?1, 0, ?2)",
+                params![session_id, after],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        type Row = (i64, i64, String, i64, Option<i64>, Option<String>);
+        let rows: Vec<Row> = self.read(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT id, kind, session_id, received_ms, after_id, raw FROM log WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = q
+                .query_map(params![position, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(id, kind, session_id, received_ms, after, raw)| {
+                if kind == 1 {
+                    Ok(LogEntry::Close {
+                        id,
+                        after: after.unwrap_or(id),
+                        session_id,
+                    })
+                } else {
+                    let raw = raw.ok_or_else(|| StoreError::Corrupt(format!("log {id} has no step")))?;
+                    let step: Step =
+                        serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("log {id}: {e}")))?;
+                    Ok(LogEntry::Step { id, received_ms, step })
+                }
+            })
+            .collect()
+    }
+
+    fn insert_events(&self, events: &[DriftEvent]) -> Result<Vec<DriftEvent>, StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let mut new = Vec::new();
+            {
+                let mut q = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO events (id, ts, segment, detector, kind, session_id, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for e in events {
+                    let body = serde_json::to_string(e).expect("events serialise");
+                    if q.execute(params![e.id, e.ts, e.segment.to_string(), e.detector, e.kind, e.session_id, body])? == 1 {
+                        new.push(e.clone());
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(new)
+        })
+    }
+
+    fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
+        let limit = q.limit.clamp(1, 1000);
+        let rows: Vec<(i64, String)> = self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT rid, body FROM events
+                 WHERE rid > ?1
+                   AND (?2 IS NULL OR segment = ?2)
+                   AND (?3 IS NULL OR detector = ?3 OR kind = ?3)
+                   AND (?4 IS NULL OR ts >= ?4)
+                   AND (?5 IS NULL OR session_id = ?5)
+                 ORDER BY rid LIMIT ?6",
+            )?;
+            let rows = st
+                .query_map(
+                    params![
+                        q.cursor.unwrap_or(0),
+                        q.segment,
+                        q.detector,
+                        q.since,
+                        q.session,
+                        limit as i64 + 1
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
+        let more = rows.len() > limit;
+        let rows = &rows[..rows.len().min(limit)];
+        let events = rows
+            .iter()
+            .map(|(_, b)| serde_json::from_str(b).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EventPage {
+            events,
+            next_cursor: if more { rows.last().map(|r| r.0) } else { None },
+        })
+    }
+
+    fn event(&self, id: &str) -> Result<Option<DriftEvent>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT body FROM events WHERE id = ?1", params![id], |r| {
+                decode_event(r.get(0)?)
+            })
+            .optional()
+        })
+    }
+
+    fn insert_sessions(&self, sessions: &[StoredSession]) -> Result<(), StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut q = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO sessions (session_id, segment, closed_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for s in sessions {
+                    let body = serde_json::to_string(s).expect("sessions serialise");
+                    q.execute(params![
+                        s.closed.session_id,
+                        s.closed.segment.as_ref().map(|k| k.to_string()),
+                        s.closed_ms,
+                        body
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn session(&self, id: &str) -> Result<Option<StoredSession>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT body FROM sessions WHERE session_id = ?1", params![id], |r| {
+                decode_session(r.get(0)?)
+            })
+            .optional()
+        })
+    }
+
+    fn segment_sessions(&self, segment: &str, limit: usize) -> Result<Vec<StoredSession>, StoreError> {
+        self.read(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT body FROM sessions WHERE segment = ?1 ORDER BY closed_ms DESC, session_id LIMIT ?2",
+            )?;
+            let rows = q
+                .query_map(params![segment, limit as i64], |r| decode_session(r.get(0)?))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn session_steps(&self, session_id: &str) -> Result<Vec<(u64, String)>, StoreError> {
+        self.read(|c| {
+            let mut q = c.prepare_cached("SELECT seq, raw FROM log WHERE session_id = ?1 AND kind = 0 ORDER BY seq")?;
+            let rows = q
+                .query_map(params![session_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT DISTINCT session_id FROM log WHERE correlation_id = ?1 AND kind = 0 ORDER BY session_id",
+            )?;
+            let rows = q
+                .query_map(params![correlation_id], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn save_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO snapshot (one, position, baseline_id, state) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT(one) DO UPDATE SET position = excluded.position, baseline_id = excluded.baseline_id, state = excluded.state",
+                params![s.position, s.baseline_id, s.state],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT position, baseline_id, state FROM snapshot WHERE one = 1",
+                [],
+                |r| {
+                    Ok(Snapshot {
+                        position: r.get(0)?,
+                        baseline_id: r.get(1)?,
+                        state: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn step_count(&self) -> Result<u64, StoreError> {
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM log WHERE kind = 0", [], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+}
