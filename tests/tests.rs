@@ -22,3 +22,5 @@ mod detect_real_data;
 mod detect_properties;
 // The service binary over HTTP: end to end, bad input, OTLP, crash recovery.
 mod service_e2e;
+// Injected drifts, the evaluation table and the demo on the shared data.
+mod eval_real_data;

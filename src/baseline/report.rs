@@ -60,6 +60,7 @@ fn segment_json(s: &SegmentBaseline) -> Value {
         "pooled_task_types": s.pooled_task_types,
         "sessions": s.sessions,
         "excluded": s.excluded,
+        "unplanned": s.unplanned,
         "steps": s.steps,
         "success_rate": (r.outcome_sessions > 0).then(|| f64::from(r.outcome_sessions - r.failures) / f64::from(r.outcome_sessions)),
         "escalation_rate": f64::from(r.escalations) / f64::from(r.sessions.max(1)),
@@ -123,6 +124,9 @@ pub fn show_text(b: &Baseline) -> String {
             s.steps,
             j["success_rate"].as_f64().map_or("-".into(), |x| format!("{:.3}", x))
         );
+        for u in &s.unplanned {
+            let _ = writeln!(o, "not charted (reference too small): {u}");
+        }
         let _ = writeln!(o, "top transitions:");
         for t in j["top_transitions"].as_array().into_iter().flatten().take(6) {
             let _ = writeln!(

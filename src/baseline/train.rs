@@ -308,8 +308,9 @@ pub fn train_rows(
                         });
                         out.push((
                             i,
-                            planned.map(|charts| {
-                                seg.charts = charts;
+                            planned.map(|p| {
+                                seg.charts = p.charts;
+                                seg.unplanned = p.unplanned;
                                 seg
                             }),
                         ));
@@ -817,6 +818,7 @@ fn build_segment(
         sessions: idx.len() as u32,
         steps: idx.iter().map(|&i| u64::from(feats(i).total_steps)).sum(),
         excluded,
+        unplanned: Vec::new(),
         features,
         cost_success: Ecdf::new(&cost_success).ok(),
         outputs,

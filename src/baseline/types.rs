@@ -141,6 +141,9 @@ pub struct SegmentBaseline {
     pub steps: u64,
     /// Sessions excluded by phase I.
     pub excluded: u32,
+    /// Charts that could not be designed from this reference (`id: reason`); they do not run.
+    #[serde(default)]
+    pub unplanned: Vec<String>,
     /// Per-session feature distributions (features the segment measures).
     pub features: Vec<FeatureBaseline>,
     /// Cost of successful sessions (for cost per successful task).

@@ -1,7 +1,10 @@
 //! The `agentdrift` command line: argument definitions and dispatch. Each
 //! subcommand lives in its own module and returns an exit code.
 
+pub mod demo;
 pub mod design;
+pub mod eval;
+pub mod inject;
 pub mod input;
 pub mod inspect;
 pub mod replay;
@@ -91,6 +94,14 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Run the scoring service: ingest live steps, score them, serve drift reports.
     Serve(serve::ServeArgs),
+    /// Make a drifted copy of recorded sessions (loop, tool-swap, verbosity, tokens, tone, errors, success, latency).
+    Inject(inject::InjectArgs),
+    /// Split recorded sessions into a reference part and a held-out part (seeded, by session).
+    Split(inject::SplitArgs),
+    /// Measure false alarms on in-control sessions and detection delays on drifted ones.
+    Eval(eval::EvalArgs),
+    /// Train on shipped sessions, start the service, stream normal then drifted sessions, print the events.
+    Demo(demo::DemoArgs),
 }
 
 /// `agentdrift baseline …`.
@@ -160,6 +171,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Replay(a) => replay::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Inject(a) => inject::run_inject(a),
+        Command::Split(a) => inject::run_split(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Design { chart } => {
             let (doc, as_json) = design::design(&chart)?;
             if as_json {

@@ -4,11 +4,8 @@
 use super::InputArgs;
 use super::input;
 use crate::baseline::load;
-use crate::detect::DriftEvent;
-use crate::engine::{ClosedSession, Scorer};
-use crate::model::Step;
-use serde::Serialize;
-use std::collections::BTreeMap;
+use crate::engine::Scorer;
+pub use crate::engine::replay::{ReplayResult, SegmentSummary, replay_steps, replay_steps_traced, shuffle_sessions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,104 +26,15 @@ pub struct ReplayArgs {
     /// as if they had arrived independently.
     #[arg(long, value_name = "SEED")]
     pub shuffle: Option<u64>,
+    /// Write every chart's statistic and limit after each closed session to
+    /// this file (JSON lines: session, segment, chart, statistic, limit).
+    #[arg(long, value_name = "FILE")]
+    pub chart_trace: Option<PathBuf>,
     /// Print events as JSON lines, then one summary line.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub input_args: InputArgs,
-}
-
-/// Per-segment replay summary.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct SegmentSummary {
-    /// Sessions scored against this segment.
-    pub sessions: u64,
-    /// Of which fell back from another segment.
-    pub fallback: u64,
-    /// Events per detector.
-    pub events: BTreeMap<String, u64>,
-}
-
-/// Result of a replay.
-#[derive(Debug, Default, Serialize)]
-pub struct ReplayResult {
-    /// Events in firing order.
-    pub events: Vec<DriftEvent>,
-    /// Closed sessions in closing order.
-    #[serde(skip)]
-    pub closed: Vec<ClosedSession>,
-    /// Per-segment summary.
-    pub segments: BTreeMap<String, SegmentSummary>,
-    /// Sessions of agents the baseline does not know (not scored).
-    pub unscored_sessions: u64,
-    /// Steps scored.
-    pub steps: u64,
-}
-
-/// Reorders whole sessions randomly (seeded), keeping each session's steps
-/// together and in order, and rebases timestamps so sessions follow one
-/// another in the new order (idle timeouts then behave as in a live stream).
-pub fn shuffle_sessions(steps: Vec<Step>, seed: u64) -> Vec<Step> {
-    use rand::SeedableRng;
-    use rand::seq::SliceRandom;
-    let mut sessions = crate::model::group_sessions(steps).sessions;
-    sessions.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-    let mut clock = sessions
-        .iter()
-        .filter_map(|s| s.steps.first())
-        .map(|s| s.ts)
-        .min()
-        .unwrap_or(0);
-    let mut out = Vec::new();
-    for s in sessions {
-        let start = s.steps.first().map_or(0, |x| x.ts);
-        let end = s.steps.iter().map(|x| x.ts).max().unwrap_or(start);
-        for mut st in s.steps {
-            st.ts = clock + (st.ts - start);
-            out.push(st);
-        }
-        clock += end - start + 1;
-    }
-    out
-}
-
-/// Streams steps (in the given order, event time as the clock) through a scorer.
-pub fn replay_steps(scorer: &mut Scorer, steps: Vec<Step>) -> ReplayResult {
-    let mut r = ReplayResult::default();
-    let record = |out: crate::engine::Output, r: &mut ReplayResult| {
-        for c in &out.closed {
-            match &c.segment {
-                Some(k) => {
-                    let s = r.segments.entry(k.to_string()).or_default();
-                    s.sessions += 1;
-                    s.fallback += u64::from(c.fallback_from.is_some());
-                }
-                None => r.unscored_sessions += 1,
-            }
-        }
-        for e in &out.events {
-            *r.segments
-                .entry(e.segment.to_string())
-                .or_default()
-                .events
-                .entry(e.detector.clone())
-                .or_insert(0) += 1;
-        }
-        r.events.extend(out.events);
-        r.closed.extend(out.closed);
-    };
-    let mut clock = i64::MIN;
-    for step in steps {
-        clock = clock.max(step.ts);
-        let out = scorer.ingest(step, clock);
-        record(out, &mut r);
-        let idle = scorer.close_idle(clock);
-        record(idle, &mut r);
-    }
-    let out = scorer.flush();
-    record(out, &mut r);
-    r.steps = scorer.stats().steps;
-    r
 }
 
 /// Runs `replay`.
@@ -148,7 +56,39 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(seed) => shuffle_sessions(loaded.steps, seed),
         None => loaded.steps,
     };
-    let r = replay_steps(&mut scorer, steps);
+    let r = match &a.chart_trace {
+        None => replay_steps(&mut scorer, steps),
+        Some(path) => {
+            use std::io::Write;
+            let f = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            let mut w = std::io::BufWriter::new(f);
+            let mut n: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+            let mut failed = None;
+            let r = replay_steps_traced(&mut scorer, steps, &mut |sc, c| {
+                let Some(seg) = &c.segment else { return };
+                let Some((_, det)) = sc.detectors().find(|(b, _)| &b.key == seg) else {
+                    return;
+                };
+                let seg = seg.to_string();
+                let i = n.entry(seg.clone()).or_insert(0);
+                *i += 1;
+                let mut charts: Vec<_> = det.last.iter().collect();
+                charts.sort_by(|a, b| a.0.cmp(b.0));
+                for (chart, (stat, limit)) in charts {
+                    let line = serde_json::json!({"n": *i, "session_id": c.session_id, "segment": seg,
+                        "chart": chart, "statistic": stat, "limit": limit});
+                    if let Err(e) = writeln!(w, "{line}") {
+                        failed.get_or_insert(e);
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                anyhow::bail!("cannot write {}: {e}", path.display());
+            }
+            w.flush()?;
+            r
+        }
+    };
     if a.json {
         for e in &r.events {
             println!("{}", serde_json::to_string(e)?);

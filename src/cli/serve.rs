@@ -82,11 +82,7 @@ async fn serve(
     cfg: Config,
     prices: PriceTable,
 ) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (shared, workers) = {
-        let (store, baseline, cfg, prices) = (store.clone(), baseline.clone(), cfg.clone(), prices.clone());
-        tokio::task::spawn_blocking(move || crate::service::start(store, baseline, &cfg, prices, stop_rx)).await??
-    };
+    let (shared, workers, stop_tx) = start(store, baseline.clone(), cfg.clone(), prices).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.serve.listen))?;
@@ -94,13 +90,42 @@ async fn serve(
     tracing::info!(%addr, data_dir = %cfg.serve.data_dir, segments = baseline.segments.len(), "agentdrift serving");
     // One line on stdout for scripts (and tests) that asked for port 0.
     println!("listening on http://{addr}");
+    serve_on(shared, workers, listener, stop_tx, shutdown_signal()).await
+}
+
+/// Opens the store's state (recovery included) and starts the service threads.
+pub async fn start(
+    store: Arc<dyn crate::store::Store>,
+    baseline: Arc<crate::baseline::Baseline>,
+    cfg: Config,
+    prices: PriceTable,
+) -> anyhow::Result<(
+    Arc<crate::service::Shared>,
+    crate::service::Workers,
+    tokio::sync::watch::Sender<bool>,
+)> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (shared, workers) =
+        tokio::task::spawn_blocking(move || crate::service::start(store, baseline, &cfg, prices, stop_rx)).await??;
+    Ok((shared, workers, stop_tx))
+}
+
+/// Serves a started service on `listener` until `stop` resolves, then lets
+/// in-flight requests finish (20 s at most) and flushes scorer and store.
+pub async fn serve_on(
+    shared: Arc<crate::service::Shared>,
+    workers: crate::service::Workers,
+    listener: tokio::net::TcpListener,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let app = crate::api::router(shared.clone());
     let mut stopping = shared.shutdown.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stopping.wait_for(|v| *v).await;
     });
     let deadline = async {
-        shutdown_signal().await;
+        stop.await;
         let _ = stop_tx.send(true);
         // In-flight requests get this long to finish; then we stop anyway.
         tokio::time::sleep(std::time::Duration::from_secs(20)).await;
@@ -116,7 +141,8 @@ async fn serve(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

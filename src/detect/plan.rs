@@ -94,22 +94,33 @@ pub fn smoothed_rate(x: f64, n: f64) -> f64 {
     (x + 0.5) / (n + 1.0)
 }
 
-/// P(max ≥ k) under a loop statistic's tail model.
-pub fn loop_tail(stat: &LoopStat, k: u32) -> f64 {
+/// P(max ≥ k) under a loop statistic's tail model, at the upper
+/// `guarantee` bound of its two estimated parameters (as for the charts: a
+/// thin reference must not make loops look rarer than they are). The tail
+/// probability P(max ≥ k0) gets its Jeffreys Beta(c + ½, n − c + ½) bound,
+/// the geometric continuation q its Beta(S + 1, c + 1) bound (uniform prior;
+/// S the total excess over k0, recovered from the stored posterior mean).
+pub fn loop_tail(stat: &LoopStat, k: u32, guarantee: f64) -> f64 {
+    let n = stat.ecdf.len() as f64;
+    let g = guarantee.clamp(0.5, 0.999);
     if k <= stat.k0 {
-        let n = stat.ecdf.len() as f64;
         let at_least = stat.ecdf.upper_tail(f64::from(k)) * n;
-        smoothed_rate(at_least, n).min(1.0)
+        crate::stats::dist::beta_quantile(g, at_least + 0.5, n - at_least + 0.5).min(1.0)
     } else {
-        stat.p_k0 * stat.q.powi((k - stat.k0) as i32)
+        let c = (stat.ecdf.upper_tail(f64::from(stat.k0)) * n).round();
+        let q_mean = stat.q.clamp(1e-9, 1.0 - 1e-9);
+        let s = ((q_mean * (c + 2.0) - 1.0) / (1.0 - q_mean)).max(0.0);
+        let p_k0 = crate::stats::dist::beta_quantile(g, c + 0.5, n - c + 0.5);
+        let q = crate::stats::dist::beta_quantile(g, s + 1.0, c + 1.0);
+        p_k0 * q.powi((k - stat.k0) as i32)
     }
 }
 
 /// Smallest k with tail probability ≤ `rate`.
-pub fn loop_threshold(stat: &LoopStat, rate: f64) -> (u32, f64) {
+pub fn loop_threshold(stat: &LoopStat, rate: f64, guarantee: f64) -> (u32, f64) {
     let mut k = 2;
     loop {
-        let t = loop_tail(stat, k);
+        let t = loop_tail(stat, k, guarantee);
         if t <= rate || k >= 10_000 {
             return (k, t);
         }
@@ -142,8 +153,17 @@ fn grid_down(x: f64, base: f64) -> f64 {
     base.powf((x.ln() / base.ln() + 1e-9).floor())
 }
 
+/// A segment's charts, and those that could not be designed.
+#[derive(Clone, Debug, Default)]
+pub struct Planned {
+    /// Charts that run.
+    pub charts: Vec<ChartSpec>,
+    /// `id: reason` of candidates whose design is impossible with this reference.
+    pub unplanned: Vec<String>,
+}
+
 /// Designs every chart of a segment within the budget of `cfg.arl0`.
-pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Vec<ChartSpec>, ChartError> {
+pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Planned, ChartError> {
     let mut cands: Vec<Candidate> = Vec::new();
     let has = |f: Feature| seg.feature(f).is_some_and(|b| b.n >= 2);
     let session = |id: String, family: &'static str, target: ChartTarget| Candidate {
@@ -294,6 +314,7 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Vec<ChartSpec>, 
     };
     let budget = 1.0 / cfg.arl0;
     let mut specs = Vec::new();
+    let mut unplanned = Vec::new();
     for c in &cands {
         let w = weight(c);
         if w == 0.0 || total == 0.0 {
@@ -302,73 +323,86 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Vec<ChartSpec>, 
         let rate = budget * w / total;
         let arl0 = grid_up(c.per_session / rate, 2f64.powf(0.125));
         let delta = shift(n_of(&c.target));
-        let design = match &c.target {
-            ChartTarget::Feature(f) if CUSUM_FEATURES.contains(f) => cusum(cfg.cusum_k, arl0, delta)?,
-            ChartTarget::CostPerSuccess => cusum(cfg.cusum_k, arl0, delta)?,
-            ChartTarget::Feature(f) if SHEWHART_FEATURES.contains(f) => {
-                cached(format!("shewhart123|{arl0:.12e}|{delta:.12e}"), || {
-                    Ok(ChartDesign::Shewhart {
-                        design: ShewhartDesign::for_arl_at(
-                            Rules {
-                                r4: false,
-                                ..Rules::ALL
-                            },
-                            arl0,
-                            delta,
-                        )?,
-                    })
-                })?
-            }
-            ChartTarget::Feature(_) => ewma(cfg.ewma_lambda, arl0, delta)?,
-            ChartTarget::OutputChars | ChartTarget::OutputLexicon(_) => {
-                // Outputs of one session are correlated; an AR(1) with lag-1
-                // correlation φ inflates the EWMA variance by
-                // (1 + φ(1−λ)) / (1 − φ(1−λ)). Scores are divided by its root.
-                let lambda = cfg.output_lambda;
-                let phi = seg.outputs.lag1.clamp(0.0, 0.9) * (1.0 - lambda);
-                let design = match ewma(lambda, arl0, delta)? {
-                    ChartDesign::Ewma { design, .. } => design,
-                    _ => unreachable!("cached as EWMA"),
-                };
-                ChartDesign::Ewma {
-                    design,
-                    scale: ((1.0 + phi) / (1.0 - phi)).sqrt(),
-                }
-            }
-            ChartTarget::Profile => {
-                let p = seg.profile.as_ref().expect("candidate only with a profile");
-                ChartDesign::T2 {
-                    design: T2Design::for_arl0(p.variances.len() as u32, arl0, T2Case::Phase2 { m: p.m })?,
-                }
-            }
-            ChartTarget::Markov | ChartTarget::ToolPreference => ChartDesign::WindowTest {
-                alpha: (rate * f64::from(cfg.hop)).min(0.5),
-                window: cfg.window,
-                hop: cfg.hop,
-            },
-            ChartTarget::Loops => {
-                let each = rate / seg.loops.len() as f64;
-                ChartDesign::Loops {
-                    thresholds: seg
-                        .loops
-                        .iter()
-                        .map(|s| {
-                            let (k, p) = loop_threshold(s, each);
-                            (s.name.clone(), k, p)
+        let design = (|| -> Result<ChartDesign, ChartError> {
+            Ok(match &c.target {
+                ChartTarget::Feature(f) if CUSUM_FEATURES.contains(f) => cusum(cfg.cusum_k, arl0, delta)?,
+                ChartTarget::CostPerSuccess => cusum(cfg.cusum_k, arl0, delta)?,
+                ChartTarget::Feature(f) if SHEWHART_FEATURES.contains(f) => {
+                    cached(format!("shewhart123|{arl0:.12e}|{delta:.12e}"), || {
+                        Ok(ChartDesign::Shewhart {
+                            design: ShewhartDesign::for_arl_at(
+                                Rules {
+                                    r4: false,
+                                    ..Rules::ALL
+                                },
+                                arl0,
+                                delta,
+                            )?,
                         })
-                        .collect(),
+                    })?
                 }
+                ChartTarget::Feature(_) => ewma(cfg.ewma_lambda, arl0, delta)?,
+                ChartTarget::OutputChars | ChartTarget::OutputLexicon(_) => {
+                    // Outputs of one session are correlated; an AR(1) with lag-1
+                    // correlation φ inflates the EWMA variance by
+                    // (1 + φ(1−λ)) / (1 − φ(1−λ)). Scores are divided by its root.
+                    let lambda = cfg.output_lambda;
+                    let phi = seg.outputs.lag1.clamp(0.0, 0.9) * (1.0 - lambda);
+                    let design = match ewma(lambda, arl0, delta)? {
+                        ChartDesign::Ewma { design, .. } => design,
+                        _ => unreachable!("cached as EWMA"),
+                    };
+                    ChartDesign::Ewma {
+                        design,
+                        scale: ((1.0 + phi) / (1.0 - phi)).sqrt(),
+                    }
+                }
+                ChartTarget::Profile => {
+                    let p = seg.profile.as_ref().expect("candidate only with a profile");
+                    ChartDesign::T2 {
+                        design: T2Design::for_arl0(p.variances.len() as u32, arl0, T2Case::Phase2 { m: p.m })?,
+                    }
+                }
+                ChartTarget::Markov | ChartTarget::ToolPreference => ChartDesign::WindowTest {
+                    alpha: (rate * f64::from(cfg.hop)).min(0.5),
+                    window: cfg.window,
+                    hop: cfg.hop,
+                },
+                ChartTarget::Loops => {
+                    let each = rate / seg.loops.len() as f64;
+                    ChartDesign::Loops {
+                        thresholds: seg
+                            .loops
+                            .iter()
+                            .map(|s| {
+                                let (k, p) = loop_threshold(s, each, cfg.guarantee);
+                                (s.name.clone(), k, p)
+                            })
+                            .collect(),
+                    }
+                }
+                ChartTarget::Failure => bernoulli(upper(f64::from(r.failures), f64::from(r.outcome_sessions)), arl0)?,
+                ChartTarget::Escalation => bernoulli(upper(f64::from(r.escalations), f64::from(r.sessions)), arl0)?,
+                ChartTarget::ToolFailure => bernoulli(
+                    upper(f64::from(r.tool_error_sessions), f64::from(r.tool_sessions)),
+                    arl0,
+                )?,
+                ChartTarget::Calibration => bernoulli(
+                    upper(f64::from(r.confident_failures), f64::from(r.confident_sessions)),
+                    arl0,
+                )?,
+            })
+        })();
+        let design = match design {
+            Ok(d) => d,
+            // A small reference can make a chart's target unreachable (run
+            // rules at the guaranteed shift, a rate near 1): that chart does
+            // not run, the others keep their shares (still within budget).
+            Err(e @ (ChartError::Unreachable { .. } | ChartError::TooFewReference { .. })) => {
+                unplanned.push(format!("{}: {e}", c.id));
+                continue;
             }
-            ChartTarget::Failure => bernoulli(upper(f64::from(r.failures), f64::from(r.outcome_sessions)), arl0)?,
-            ChartTarget::Escalation => bernoulli(upper(f64::from(r.escalations), f64::from(r.sessions)), arl0)?,
-            ChartTarget::ToolFailure => bernoulli(
-                upper(f64::from(r.tool_error_sessions), f64::from(r.tool_sessions)),
-                arl0,
-            )?,
-            ChartTarget::Calibration => bernoulli(
-                upper(f64::from(r.confident_failures), f64::from(r.confident_sessions)),
-                arl0,
-            )?,
+            Err(e) => return Err(e),
         };
         specs.push(ChartSpec {
             id: c.id.clone(),
@@ -380,7 +414,10 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Vec<ChartSpec>, 
             unit: c.unit.to_string(),
         });
     }
-    Ok(specs)
+    Ok(Planned {
+        charts: specs,
+        unplanned,
+    })
 }
 
 fn ewma(lambda: f64, arl0: f64, delta: f64) -> Result<ChartDesign, ChartError> {

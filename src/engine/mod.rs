@@ -11,6 +11,8 @@
 //! (agent, task) segment if the baseline has it, else the agent's pooled `*`
 //! segment (events then carry `fallback_from`), else they are not scored.
 
+pub mod replay;
+
 use crate::baseline::train::segment_of;
 use crate::baseline::types::{Baseline, SegmentBaseline};
 use crate::detect::{Ctx, DriftEvent, InSession, SegmentDetectors};
