@@ -72,6 +72,8 @@ fn segment_json(s: &SegmentBaseline) -> Value {
         "top_transitions": trans.iter().take(10).map(|(n, i, j)| json!({
             "from": s.markov.states[*i], "to": s.markov.states[*j], "count": n,
             "p": s.markov.probs[i * k + j]})).collect::<Vec<_>>(),
+        "transitions": {"states": s.markov.states, "counts": s.markov.counts.chunks(k.max(1)).collect::<Vec<_>>(),
+            "probs": s.markov.probs.chunks(k.max(1)).collect::<Vec<_>>()},
         "top_tool_bigrams": s.markov.top_bigrams,
         "markov_dispersion": s.markov.dispersion,
         "features": s.features.iter().map(|f| (f.feature.name().to_string(), json!({

@@ -37,6 +37,9 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON report to this file (the tables still print).
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
     #[command(flatten)]
     pub input_args: InputArgs,
 }
@@ -145,7 +148,18 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let label = case_label(&steps, &stem(&f));
-        report.cases.push(drifted(&baseline, &prices, &steps, &label, &opts)?);
+        report.cases.push(drifted(
+            &baseline,
+            &prices,
+            &steps,
+            &label,
+            &report.in_control.in_session_alarms,
+            &opts,
+        )?);
+    }
+    if let Some(p) = &a.json_out {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -10,7 +10,7 @@ use crate::engine::{EngineError, Scorer};
 use crate::inject::{DRIFT_ATTR, INJECTED_ATTR};
 use crate::model::{PriceTable, Step};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Evaluation settings.
@@ -70,6 +70,11 @@ pub struct InControlReport {
     pub passes_with_alarm: f64,
     /// Median position of the first false alarm in passes that had one.
     pub first_alarm_median: Option<f64>,
+    /// In-session alarms (session id, detector): they do not depend on
+    /// arrival order, so a drifted copy of such a session raising the same
+    /// alarm is not a detection of the drift.
+    #[serde(skip)]
+    pub in_session_alarms: HashSet<(String, String)>,
 }
 
 /// Detection by an in-session detector, in steps after the injection.
@@ -211,6 +216,9 @@ pub fn in_control(
     let mut firsts = Vec::new();
     for t in &trials {
         for e in &t.events {
+            if e.seq.is_some() {
+                r.in_session_alarms.insert((e.session_id.clone(), e.detector.clone()));
+            }
             r.events += 1;
             r.by_family.entry(e.kind.clone()).or_default().events += 1;
             *r.by_detector
@@ -253,14 +261,26 @@ pub fn case_label(steps: &[Step], fallback: &str) -> String {
 }
 
 /// Scores one drifted input `trials` times in random orders.
+///
+/// Detection counts every event except an in-session alarm that the
+/// session's unchanged original raised too (`known`, from [`in_control`]):
+/// that one is an in-control false alarm, already counted there. A drifted
+/// session's original id is its id up to the last `~`.
 pub fn drifted(
     baseline: &Arc<Baseline>,
     prices: &PriceTable,
     steps: &[Step],
     case: &str,
+    known: &HashSet<(String, String)>,
     opts: &EvalOptions,
 ) -> Result<CaseReport, EngineError> {
-    let trials = run_trials(baseline, prices, steps, opts)?;
+    let mut trials = run_trials(baseline, prices, steps, opts)?;
+    for t in &mut trials {
+        t.events.retain(|e| {
+            let original = e.session_id.rsplit_once('~').map_or(e.session_id.as_str(), |(o, _)| o);
+            !(e.seq.is_some() && known.contains(&(original.to_string(), e.detector.clone())))
+        });
+    }
     // First injected seq per session.
     let mut injected: HashMap<&str, u64> = HashMap::new();
     let mut sessions: HashMap<&str, ()> = HashMap::new();
