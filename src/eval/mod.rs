@@ -115,6 +115,8 @@ pub struct CaseReport {
     pub delay_sessions_p90: Option<f64>,
     /// Family of the first event → trials.
     pub first_family: BTreeMap<String, usize>,
+    /// Detector id of the first event → trials.
+    pub first_detector: BTreeMap<String, usize>,
     /// Share of trials in which each family fired.
     pub fired: BTreeMap<String, f64>,
     /// In-session detection (where any in-session detector fired).
@@ -311,6 +313,7 @@ pub fn drifted(
         if let Some((e, p)) = first_event(t) {
             delays.push(p as f64);
             *r.first_family.entry(e.kind.clone()).or_insert(0) += 1;
+            *r.first_detector.entry(e.detector.clone()).or_insert(0) += 1;
         }
         let mut kinds: Vec<&str> = t.events.iter().map(|e| e.kind.as_str()).collect();
         kinds.sort_unstable();

@@ -233,8 +233,8 @@ impl Metrics {
             m.cost_per_success_usd.clone(),
         );
         r.register_with_unit(
-            "agentdrift_segment_tokens",
-            "Tokens of closed sessions",
+            "agentdrift_segment_closed_session",
+            "Tokens of all closed sessions, by direction",
             Unit::Other("tokens".into()),
             m.tokens.clone(),
         );
