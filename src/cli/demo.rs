@@ -6,7 +6,7 @@
 use crate::baseline::{TrainConfig, save};
 use crate::config::Config;
 use crate::detect::DriftEvent;
-use crate::inject::{DriftKind, inject};
+use crate::inject::{DriftKind, inject, split_sessions};
 use crate::model::{PriceTable, Session, Step, group_sessions};
 use crate::store::sqlite::SqliteStore;
 use std::collections::BTreeMap;
@@ -37,12 +37,6 @@ pub struct DemoArgs {
     /// Stop the service after the run instead of waiting for Ctrl-C.
     #[arg(long)]
     pub exit: bool,
-}
-
-fn split(sessions: Vec<Session>) -> (Vec<Session>, Vec<Session>) {
-    sessions
-        .into_iter()
-        .partition(|s| crate::detect::segment::pit_uniform(&s.id, "split", 1) >= 0.5)
 }
 
 fn flatten(sessions: &[Session]) -> Vec<Step> {
@@ -152,7 +146,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         "the shipped sessions do not read: {:?}",
         read.errors.first()
     );
-    let (reference, holdout) = split(group_sessions(read.steps).sessions);
+    // The same split as `agentdrift split --holdout-fraction 0.5 --seed 1`.
+    let (reference, holdout) = split_sessions(group_sessions(read.steps).sessions, 0.5, 1);
     println!(
         "agentdrift demo: {} recorded τ-bench sessions (gpt-4o, airline): {} to learn from, {} to stream",
         reference.len() + holdout.len(),

@@ -45,12 +45,8 @@ pub struct EvalArgs {
 }
 
 fn load_steps(paths: &[PathBuf], a: &InputArgs, bad: &mut usize) -> anyhow::Result<Vec<Step>> {
-    let prices = a.prices()?;
-    let loaded = input::load(paths, a.format, &a.read_options(), &prices, a.strict)?;
-    if !loaded.errors.is_empty() {
-        super::report_record_errors(&loaded.errors, 20);
-        *bad += loaded.errors.len();
-    }
+    let loaded = a.load(paths, &a.prices()?)?;
+    *bad += loaded.errors.len();
     Ok(loaded.steps)
 }
 

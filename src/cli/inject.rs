@@ -1,9 +1,9 @@
 //! `agentdrift inject` (drifted copies of recorded sessions) and
 //! `agentdrift split` (a seeded reference/hold-out split by session).
 
-use super::{InputArgs, input};
-use crate::inject::{DriftKind, inject};
-use crate::model::{Step, group_sessions};
+use super::InputArgs;
+use crate::inject::{DriftKind, inject, split_sessions};
+use crate::model::{Session, Step, group_sessions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,11 +70,7 @@ pub fn write_ndjson(path: &Path, steps: &[Step]) -> anyhow::Result<()> {
 }
 
 fn load(paths: &[PathBuf], a: &InputArgs) -> anyhow::Result<(Vec<Step>, bool)> {
-    let prices = a.prices()?;
-    let loaded = input::load(paths, a.format, &a.read_options(), &prices, a.strict)?;
-    if !loaded.errors.is_empty() {
-        super::report_record_errors(&loaded.errors, 20);
-    }
+    let loaded = a.load(paths, &a.prices()?)?;
     anyhow::ensure!(!loaded.steps.is_empty(), "no steps in the input");
     Ok((loaded.steps, loaded.errors.is_empty()))
 }
@@ -103,19 +99,11 @@ pub fn run_split(a: SplitArgs) -> anyhow::Result<ExitCode> {
         "--holdout-fraction must be in (0, 1)"
     );
     let (steps, clean) = load(&a.input, &a.input_args)?;
-    let (mut reference, mut holdout) = (Vec::new(), Vec::new());
-    let (mut nr, mut nh) = (0, 0);
-    for s in group_sessions(steps).sessions {
-        if crate::detect::segment::pit_uniform(&s.id, "split", a.seed) < a.holdout_fraction {
-            nh += 1;
-            holdout.extend(s.steps);
-        } else {
-            nr += 1;
-            reference.extend(s.steps);
-        }
-    }
-    write_ndjson(&a.reference_out, &reference)?;
-    write_ndjson(&a.holdout_out, &holdout)?;
+    let (reference, holdout) = split_sessions(group_sessions(steps).sessions, a.holdout_fraction, a.seed);
+    let (nr, nh) = (reference.len(), holdout.len());
+    let flat = |v: Vec<Session>| -> Vec<Step> { v.into_iter().flat_map(|s| s.steps).collect() };
+    write_ndjson(&a.reference_out, &flat(reference))?;
+    write_ndjson(&a.holdout_out, &flat(holdout))?;
     eprintln!(
         "{nr} sessions → {}, {nh} sessions → {}",
         a.reference_out.display(),

@@ -52,6 +52,16 @@ impl InputArgs {
         })
     }
 
+    /// Reads `paths` with these options and the price table, printing bad
+    /// records (file:line) to stderr; the caller decides the exit code.
+    pub fn load(&self, paths: &[PathBuf], prices: &PriceTable) -> anyhow::Result<input::Loaded> {
+        let loaded = input::load(paths, self.format, &self.read_options(), prices, self.strict)?;
+        if !loaded.errors.is_empty() {
+            report_record_errors(&loaded.errors, 20);
+        }
+        Ok(loaded)
+    }
+
     /// Reader options.
     pub fn read_options(&self) -> ReadOptions {
         let mut o = ReadOptions::default();
@@ -144,11 +154,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect { files, json, input } => {
             let prices = input.prices()?;
-            let loaded = input::load(&files, input.format, &input.read_options(), &prices, input.strict)?;
+            let loaded = input.load(&files, &prices)?;
             let bad = !loaded.errors.is_empty();
-            if bad {
-                report_record_errors(&loaded.errors, 20);
-            }
             let report = inspect::report(loaded, &prices);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

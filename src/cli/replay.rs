@@ -2,7 +2,6 @@
 //! scorer the service runs.
 
 use super::InputArgs;
-use super::input;
 use crate::baseline::load;
 use crate::engine::Scorer;
 pub use crate::engine::replay::{ReplayResult, SegmentSummary, replay_steps, replay_steps_traced, shuffle_sessions};
@@ -41,16 +40,7 @@ pub struct ReplayArgs {
 pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let baseline = Arc::new(load(&a.baseline)?);
     let prices = a.input_args.prices()?;
-    let loaded = input::load(
-        &a.input,
-        a.input_args.format,
-        &a.input_args.read_options(),
-        &prices,
-        a.input_args.strict,
-    )?;
-    if !loaded.errors.is_empty() {
-        super::report_record_errors(&loaded.errors, 20);
-    }
+    let loaded = a.input_args.load(&a.input, &prices)?;
     let mut scorer = Scorer::new(baseline, prices, (a.idle_timeout_secs * 1000) as i64)?;
     let steps = match a.shuffle {
         Some(seed) => shuffle_sessions(loaded.steps, seed),

@@ -303,6 +303,14 @@ pub fn inject(sessions: Vec<Session>, kind: DriftKind, magnitude: f64, seed: u64
     Ok(out)
 }
 
+/// Seeded split of whole sessions by their id (independent of input order):
+/// returns (reference, held out), about `holdout_fraction` of them held out.
+pub fn split_sessions(sessions: Vec<Session>, holdout_fraction: f64, seed: u64) -> (Vec<Session>, Vec<Session>) {
+    sessions
+        .into_iter()
+        .partition(|s| crate::detect::segment::pit_uniform(&s.id, "split", seed) >= holdout_fraction)
+}
+
 /// Whether a step is one the kind could change.
 fn eligible(kind: DriftKind, x: &Step) -> bool {
     match kind {
