@@ -276,32 +276,47 @@ pub fn train_rows(
     }
 
     let aggregates = aggregate(rows, &kept)?;
-    // Segments are independent: build and design them on every core.
+    // Segments are independent: build and design them on every core. An
+    // agent's pool that holds exactly its one task segment's sessions is
+    // that segment under another name: it is copied, not built again.
     let work: Vec<(&SegmentKey, &Vec<usize>)> = kept.iter().collect();
+    let copy_of: Vec<Option<usize>> = work
+        .iter()
+        .map(|(key, idx)| {
+            if !key.is_pooled() {
+                return None;
+            }
+            let mut own = work
+                .iter()
+                .enumerate()
+                .filter(|(_, (k, _))| !k.is_pooled() && k.agent == key.agent);
+            match (own.next(), own.next()) {
+                (Some((j, (k, other))), None) if other == idx && members[*k].len() == members[*key].len() => Some(j),
+                _ => None,
+            }
+        })
+        .collect();
+    // Largest first, so the threads finish together.
+    let mut todo: Vec<usize> = (0..work.len()).filter(|&i| copy_of[i].is_none()).collect();
+    todo.sort_by_key(|&i| std::cmp::Reverse(work[i].1.len()));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, work.len().max(1));
-    let mut built: Vec<(usize, Result<SegmentBaseline, TrainError>)> = std::thread::scope(|scope| {
+        .clamp(1, todo.len().max(1));
+    let mut built: Vec<Option<Result<SegmentBaseline, TrainError>>> = (0..work.len()).map(|_| None).collect();
+    let done: Vec<(usize, Result<SegmentBaseline, TrainError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut out = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(&(key, idx)) = work.get(i) else { break };
+                        let t = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(&i) = todo.get(t) else { break };
+                        let (key, idx) = work[i];
                         let agg = aggregates.get(&key.to_string()).cloned().unwrap_or_default();
                         let excluded = members[key].len() - idx.len();
                         let mut seg = build_segment(rows, key, idx, agg, excluded as u32, cfg);
-                        seg.pooled_task_types = if key.is_pooled() {
-                            idx.iter()
-                                .map(|&i| rows[i].task.clone())
-                                .collect::<BTreeSet<_>>()
-                                .into_iter()
-                                .collect()
-                        } else {
-                            Vec::new()
-                        };
+                        seg.pooled_task_types = pooled_task_types(rows, key, idx);
                         let planned = plan(&seg, cfg).map_err(|source| TrainError::Design {
                             segment: key.to_string(),
                             source,
@@ -324,8 +339,30 @@ pub fn train_rows(
             .flat_map(|h| h.join().expect("segment threads do not panic"))
             .collect()
     });
-    built.sort_by_key(|x| x.0);
-    let segments = built.into_iter().map(|x| x.1).collect::<Result<Vec<_>, _>>()?;
+    for (i, r) in done {
+        built[i] = Some(r);
+    }
+    for (i, from) in copy_of.iter().enumerate() {
+        if let Some(j) = *from {
+            let (key, idx) = work[i];
+            built[i] = Some(match &built[j] {
+                Some(Ok(seg)) => Ok(SegmentBaseline {
+                    key: key.clone(),
+                    pooled_task_types: pooled_task_types(rows, key, idx),
+                    ..seg.clone()
+                }),
+                Some(Err(TrainError::Design { source, .. })) => Err(TrainError::Design {
+                    segment: key.to_string(),
+                    source: source.clone(),
+                }),
+                _ => unreachable!("segments fail only in design, and every non-copied one was built"),
+            });
+        }
+    }
+    let segments = built
+        .into_iter()
+        .map(|b| b.expect("every segment built or copied"))
+        .collect::<Result<Vec<_>, _>>()?;
     let lex = Lexicons::builtin();
     Ok(Baseline {
         meta: BaselineMeta {
@@ -345,6 +382,18 @@ pub fn train_rows(
         },
         segments,
     })
+}
+
+/// Task types pooled in a `*` segment (empty for a task segment).
+fn pooled_task_types(rows: &[SessionRow], key: &SegmentKey, idx: &[usize]) -> Vec<String> {
+    if !key.is_pooled() {
+        return Vec::new();
+    }
+    idx.iter()
+        .map(|&i| rows[i].task.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// Phase-I cleaning: (kept indices, excluded with reasons).
@@ -1113,26 +1162,88 @@ pub fn split_halves<T: Clone>(items: &[T], seed: u64) -> (Vec<T>, Vec<T>) {
     (a, b)
 }
 
-/// A session still collecting steps.
-#[derive(Debug)]
-struct Pending {
+/// A session measured as its steps arrive in seq order from 0: its steps
+/// are dropped once accumulated, so memory holds only open sessions' sums.
+struct Live {
+    /// Order key of its first step.
     order: u64,
-    steps: Vec<Step>,
+    /// Order key of the last step accumulated.
+    last_order: u64,
+    /// The seq expected next.
     next: u64,
-    in_order: bool,
+    acc: SessionAccumulator,
+    outputs: Vec<OutputObs>,
+    id: String,
+    agent: String,
+    task: String,
+    task_type: String,
+    intent: Option<String>,
+}
+
+impl Live {
+    fn start(first: &Step, order: u64, by: &[SegmentField]) -> Live {
+        Live {
+            order,
+            last_order: order,
+            next: 0,
+            acc: SessionAccumulator::default(),
+            outputs: Vec::new(),
+            id: first.session_id.clone(),
+            agent: first.agent.clone(),
+            task: task_part(first, by),
+            task_type: first.task_type_or_default().to_string(),
+            intent: None,
+        }
+    }
+
+    fn push(&mut self, step: &Step, order: u64, prices: &PriceTable) {
+        if self.intent.is_none() {
+            self.intent.clone_from(&step.intent);
+        }
+        if let Some(o) = self.acc.push(step, prices, Lexicons::builtin()).output {
+            self.outputs.push(o);
+        }
+        self.next = step.seq + 1;
+        self.last_order = order;
+    }
+
+    fn finish(self) -> (u64, SessionRow) {
+        (
+            self.order,
+            SessionRow {
+                id: self.id,
+                agent: self.agent,
+                task: self.task,
+                task_type: self.task_type,
+                intent: self.intent,
+                features: self.acc.finish(),
+                outputs: self.outputs,
+            },
+        )
+    }
+}
+
+/// A session still collecting steps.
+enum Pending {
+    /// In seq order from 0 so far.
+    Live(Box<Live>),
+    /// Anything else: its steps, kept for sorting when the stream ends, and
+    /// the order key of the first.
+    Loose(u64, Vec<Step>),
 }
 
 /// Builds session rows from a stream of steps (one builder per thread): a
-/// session whose steps arrive in order from seq 0 is measured as soon as its
-/// end step arrives, so only open sessions hold their steps; anything else
-/// is handed back for merging when the stream ends.
+/// session whose steps arrive in seq order from 0 is measured as they
+/// arrive and finished by its end step; a session starting elsewhere keeps
+/// its steps until the stream ends; a session that breaks its order, or
+/// goes on after its end, is measured again from a second read.
 pub struct SessionBuilder<'a> {
     prices: &'a PriceTable,
     by: &'a [SegmentField],
     open: HashMap<String, Pending, FnvState>,
     rows: Vec<(u64, SessionRow)>,
     finished: HashMap<String, u64, FnvState>,
-    reopened: HashSet<String>,
+    reopened: HashSet<String, FnvState>,
 }
 
 impl<'a> SessionBuilder<'a> {
@@ -1144,52 +1255,54 @@ impl<'a> SessionBuilder<'a> {
             open: HashMap::default(),
             rows: Vec::new(),
             finished: HashMap::default(),
-            reopened: HashSet::new(),
+            reopened: HashSet::default(),
         }
     }
 }
 
 impl crate::cli::input::StepSink for SessionBuilder<'_> {
     fn push(&mut self, step: Step, order: u64) {
+        if self.reopened.contains(&step.session_id) {
+            return; // measured again from the second read
+        }
         if self.finished.contains_key(&step.session_id) {
-            // Steps after a session's end: the whole session is recomputed later.
-            self.reopened.insert(step.session_id.clone());
+            self.reopened.insert(step.session_id);
             return;
         }
         let is_end = step.kind == crate::model::StepKind::End;
-        let seq = step.seq;
-        if !self.open.contains_key(&step.session_id) {
-            self.open.insert(
-                step.session_id.clone(),
-                Pending {
-                    order,
-                    steps: Vec::new(),
-                    next: 0,
-                    in_order: true,
-                },
-            );
-        }
-        let done = {
-            let p = self.open.get_mut(&step.session_id).expect("inserted above");
-            p.order = p.order.min(order);
-            if p.in_order && seq == p.next {
-                p.next += 1;
-            } else {
-                p.in_order = false;
+        match self.open.get_mut(&step.session_id) {
+            None if step.seq == 0 => {
+                let mut live = Live::start(&step, order, self.by);
+                live.push(&step, order, self.prices);
+                if is_end {
+                    self.finished.insert(step.session_id, order);
+                    self.rows.push(live.finish());
+                } else {
+                    self.open.insert(step.session_id, Pending::Live(Box::new(live)));
+                }
             }
-            p.steps.push(step);
-            (is_end && p.in_order).then(|| p.steps[0].session_id.clone())
-        };
-        if let Some(id) = done {
-            let p = self.open.remove(&id).expect("present");
-            let row = measure(
-                &Session::from_sorted(id.clone(), p.steps),
-                self.prices,
-                Lexicons::builtin(),
-                self.by,
-            );
-            self.finished.insert(id, p.order);
-            self.rows.push((p.order, row));
+            None => {
+                self.open
+                    .insert(step.session_id.clone(), Pending::Loose(order, vec![step]));
+            }
+            Some(Pending::Live(live)) if step.seq == live.next => {
+                live.push(&step, order, self.prices);
+                if is_end {
+                    let Some(Pending::Live(live)) = self.open.remove(&step.session_id) else {
+                        unreachable!("matched above")
+                    };
+                    self.finished.insert(step.session_id, live.order);
+                    self.rows.push(live.finish());
+                }
+            }
+            Some(Pending::Live(_)) => {
+                self.open.remove(&step.session_id);
+                self.reopened.insert(step.session_id);
+            }
+            Some(Pending::Loose(first, steps)) => {
+                *first = (*first).min(order);
+                steps.push(step);
+            }
         }
     }
 }
@@ -1241,34 +1354,76 @@ pub fn train_files(
     if !streamed.errors.is_empty() && !skip_bad {
         return Ok((None, streamed));
     }
-    // Merge: sessions measured in one builder only are final; sessions seen
-    // by several builders, or reopened after their end, are recomputed.
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Merge: a session finished in one builder and seen nowhere else is
+    // final; a session left open is completed from the loose steps other
+    // builders hold of it (a session cut by a chunk boundary); sessions that
+    // broke their order or went on after their end are measured again.
+    let mut seen: HashMap<&str, usize, FnvState> = HashMap::default();
     for b in &builders {
         for id in b.finished.keys().chain(b.open.keys()) {
-            *seen.entry(id.clone()).or_insert(0) += 1;
+            *seen.entry(id.as_str()).or_insert(0) += 1;
         }
     }
-    let mut dirty: HashSet<String> = builders.iter().flat_map(|b| b.reopened.iter().cloned()).collect();
+    let mut dirty: HashSet<String, FnvState> = builders.iter().flat_map(|b| b.reopened.iter().cloned()).collect();
     for b in &builders {
         for id in b.finished.keys() {
-            if seen[id] > 1 {
+            if seen[id.as_str()] > 1 {
                 dirty.insert(id.clone());
             }
         }
     }
+    drop(seen);
     let mut rows: Vec<(u64, SessionRow)> = Vec::new();
-    let mut partial: Vec<(u64, Step)> = Vec::new();
+    let mut pieces: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
     for b in builders {
         rows.extend(b.rows.into_iter().filter(|(_, r)| !dirty.contains(&r.id)));
         for (id, p) in b.open {
             if !dirty.contains(&id) {
-                partial.extend(p.steps.into_iter().map(|s| (p.order, s)));
+                pieces.entry(id).or_default().push(p);
             }
+        }
+    }
+    let mut partial: Vec<(u64, Step)> = Vec::new();
+    for (id, parts) in pieces {
+        let mut live: Option<Box<Live>> = None;
+        let mut loose: Vec<(u64, Step)> = Vec::new();
+        let mut ok = true;
+        for p in parts {
+            match p {
+                Pending::Live(l) if live.is_none() => live = Some(l),
+                Pending::Live(_) => ok = false, // two starts: measured again
+                Pending::Loose(order, steps) => loose.extend(steps.into_iter().map(|s| (order, s))),
+            }
+        }
+        match live {
+            Some(mut l) if ok => {
+                loose.sort_by_key(|(order, s)| (s.seq, *order));
+                loose.dedup_by_key(|(_, s)| s.seq);
+                let first = l.order.min(loose.first().map_or(u64::MAX, |x| x.0));
+                for (order, s) in loose {
+                    if s.seq >= l.next {
+                        l.push(&s, order.max(l.last_order), prices);
+                    } else if order <= l.last_order {
+                        ok = false; // an earlier copy of a step already measured
+                        break;
+                    }
+                }
+                if ok {
+                    l.order = first;
+                    rows.push(l.finish());
+                } else {
+                    dirty.insert(id);
+                }
+            }
+            Some(_) => {
+                dirty.insert(id);
+            }
+            None => partial.extend(loose),
         }
     }
     rows.extend(rows_of(partial, prices, &by));
     if !dirty.is_empty() {
+        let dirty: HashSet<String> = dirty.into_iter().collect();
         let mut collect = [Collect {
             ids: &dirty,
             steps: Vec::new(),

@@ -165,14 +165,20 @@ pub struct Streamed {
     pub steps: u64,
 }
 
-/// Order key of a record: file index in the high bits, line or record below.
+/// Order key of a record: file index in the high bits, the line's byte
+/// offset (NDJSON) or the record's index below.
 pub fn order_key(file: usize, record: usize) -> u64 {
     ((file as u64) << 40) | record as u64
 }
 
-/// Reads every input and pushes its valid steps into the sinks: NDJSON is
-/// cut at line boundaries into one chunk per sink and parsed in parallel
-/// (hashing the file at the same time); other formats go to the first sink.
+/// Bytes read at a time by each NDJSON reader (a longer line grows its buffer).
+const READ_BLOCK: usize = 8 << 20;
+
+/// Reads every input and pushes its valid steps into the sinks. NDJSON is
+/// cut at line boundaries into one byte range per sink, and each range is
+/// read in blocks and parsed by its own thread while another thread hashes
+/// the file, so memory stays bounded by the blocks, not the file size;
+/// other formats are read whole and go to the first sink.
 pub fn stream<S: StepSink>(
     paths: &[PathBuf],
     format: Option<Format>,
@@ -185,70 +191,29 @@ pub fn stream<S: StepSink>(
     let files = expand(paths)?;
     let mut out = Streamed::default();
     for (fi, path) in files.iter().enumerate() {
-        let bytes = std::fs::read(path).map_err(|source| InputError::Io {
+        let io = |source: std::io::Error| InputError::Io {
             path: path.display().to_string(),
             source,
-        })?;
-        let fmt = format.unwrap_or_else(|| Format::detect(path, &bytes));
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let mut head = vec![0u8; len.min(4096) as usize];
+        read_full_at(&file, &mut head, 0).map_err(io)?;
+        let fmt = format.unwrap_or_else(|| Format::detect(path, &head));
         let name = path.display().to_string();
-        let (sha, errors, ignored, steps) = std::thread::scope(|scope| {
-            let hasher = scope.spawn(|| hex::encode(Sha256::digest(&bytes)));
-            let (errors, ignored, steps) = if fmt == Format::Ndjson {
-                let chunks = line_chunks(&bytes, if bytes.len() < (1 << 20) { 1 } else { sinks.len() });
-                let results: Vec<(Vec<RecordError>, u64)> = std::thread::scope(|s| {
-                    let handles: Vec<_> = chunks
-                        .iter()
-                        .zip(sinks.iter_mut())
-                        .map(|(&(chunk, first_line), sink)| {
-                            s.spawn(move || {
-                                let mut errors = Vec::new();
-                                let mut n = 0u64;
-                                for (i, raw) in chunk.split(|&b| b == b'\n').enumerate() {
-                                    let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-                                    if line.iter().all(u8::is_ascii_whitespace) {
-                                        continue;
-                                    }
-                                    let lineno = first_line + i + 1;
-                                    match ingest::native::parse_json_step(line) {
-                                        Ok(mut step) => {
-                                            prices.fill_cost(&mut step);
-                                            sink.push(step, order_key(fi, lineno));
-                                            n += 1;
-                                        }
-                                        Err((field, message)) => errors.push(RecordError {
-                                            location: ingest::Location::Line(lineno),
-                                            field,
-                                            message,
-                                        }),
-                                    }
-                                }
-                                (errors, n)
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("parser threads do not panic"))
-                        .collect()
-                });
-                let mut errors = Vec::new();
-                let mut n = 0;
-                for (e, k) in results {
-                    errors.extend(e);
-                    n += k;
-                }
-                (errors, 0, n)
-            } else {
-                let r = ingest::read(fmt, &bytes, opts);
-                let n = r.steps.len() as u64;
-                for (i, mut step) in r.steps.into_iter().enumerate() {
-                    prices.fill_cost(&mut step);
-                    sinks[0].push(step, order_key(fi, i));
-                }
-                (r.errors, r.ignored, n)
-            };
-            (hasher.join().expect("hashing does not panic"), errors, ignored, steps)
-        });
+        let (sha, errors, ignored, steps) = if fmt == Format::Ndjson {
+            let (sha, errors, steps) = stream_ndjson(&file, len, fi, prices, sinks).map_err(io)?;
+            (sha, errors, 0, steps)
+        } else {
+            let bytes = std::fs::read(path).map_err(io)?;
+            let r = ingest::read(fmt, &bytes, opts);
+            let n = r.steps.len() as u64;
+            for (i, mut step) in r.steps.into_iter().enumerate() {
+                prices.fill_cost(&mut step);
+                sinks[0].push(step, order_key(fi, i));
+            }
+            (hex::encode(Sha256::digest(&bytes)), r.errors, r.ignored, n)
+        };
         if strict && let Some(e) = errors.first() {
             return Err(InputError::Strict {
                 path: name,
@@ -267,6 +232,190 @@ pub fn stream<S: StepSink>(
         out.errors.extend(errors.into_iter().map(|e| (name.clone(), e)));
     }
     Ok(out)
+}
+
+/// Fills `buf` from `offset` (short only at the end of the file); returns the bytes read.
+fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Byte offsets cutting a file into up to `n` ranges that end at line ends.
+fn line_cuts(file: &std::fs::File, len: u64, n: usize) -> std::io::Result<Vec<u64>> {
+    let mut cuts = vec![0u64];
+    let mut window = vec![0u8; 64 << 10];
+    for k in 1..n as u64 {
+        let mut at = (len * k / n as u64).max(*cuts.last().unwrap_or(&0));
+        // The cut goes after the first newline at or after `at - 1`.
+        let mut pos = at.saturating_sub(1);
+        at = len;
+        'search: while pos < len {
+            let got = read_full_at(file, &mut window, pos)?;
+            if got == 0 {
+                break;
+            }
+            if let Some(i) = window[..got].iter().position(|&b| b == b'\n') {
+                at = pos + i as u64 + 1;
+                break 'search;
+            }
+            pos += got as u64;
+        }
+        if at > *cuts.last().unwrap_or(&0) && at < len {
+            cuts.push(at);
+        }
+    }
+    cuts.push(len);
+    Ok(cuts)
+}
+
+/// Streams one NDJSON file into the sinks (see [`stream`]): (sha256, bad
+/// records with their line numbers, steps pushed).
+fn stream_ndjson<S: StepSink>(
+    file: &std::fs::File,
+    len: u64,
+    fi: usize,
+    prices: &PriceTable,
+    sinks: &mut [S],
+) -> std::io::Result<(String, Vec<RecordError>, u64)> {
+    // More ranges than threads, taken in turn, so threads finish together
+    // (a session cut by a range boundary is completed by the sink's merge).
+    let n = if len < (1 << 20) { 1 } else { sinks.len() * 4 };
+    let cuts = line_cuts(file, len, n)?;
+    let ranges = cuts.len() - 1;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| -> std::io::Result<String> {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut pos = 0u64;
+            while pos < len {
+                let got = read_full_at(file, &mut buf, pos)?;
+                if got == 0 {
+                    break;
+                }
+                h.update(&buf[..got]);
+                pos += got as u64;
+            }
+            Ok(hex::encode(h.finalize()))
+        });
+        let handles: Vec<_> = sinks
+            .iter_mut()
+            .take(ranges)
+            .map(|sink| {
+                let (cuts, next) = (&cuts, &next);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let r = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if r >= ranges {
+                            return Ok(done);
+                        }
+                        done.push((r, parse_range(file, cuts[r], cuts[r + 1], fi, prices, sink)?));
+                    }
+                })
+            })
+            .collect();
+        let mut parts: Vec<(usize, RangeResult)> = Vec::new();
+        for h in handles {
+            let done: std::io::Result<Vec<(usize, RangeResult)>> = h.join().expect("parser threads do not panic");
+            parts.extend(done?);
+        }
+        parts.sort_by_key(|p| p.0);
+        let mut errors = Vec::new();
+        let (mut steps, mut lines_before) = (0u64, 0usize);
+        for (_, (errs, k, lines)) in parts {
+            errors.extend(errs.into_iter().map(|mut e: RecordError| {
+                if let ingest::Location::Line(l) = &mut e.location {
+                    *l += lines_before;
+                }
+                e
+            }));
+            steps += k;
+            lines_before += lines;
+        }
+        let sha = hasher.join().expect("hashing does not panic")?;
+        Ok((sha, errors, steps))
+    })
+}
+
+/// What one range gave: bad records (lines counted from the range start),
+/// steps pushed, lines seen.
+type RangeResult = (Vec<RecordError>, u64, usize);
+
+/// Parses the lines of `file[start..end]` block by block: (bad records with
+/// line numbers counted from the range start, steps pushed, lines seen).
+fn parse_range<S: StepSink>(
+    file: &std::fs::File,
+    start: u64,
+    end: u64,
+    fi: usize,
+    prices: &PriceTable,
+    sink: &mut S,
+) -> std::io::Result<RangeResult> {
+    let mut errors = Vec::new();
+    let (mut steps, mut lineno) = (0u64, 0usize);
+    let mut buf: Vec<u8> = vec![0u8; READ_BLOCK.min((end - start) as usize + 1)];
+    // buf[..filled] holds unparsed bytes starting at file offset `base`.
+    let (mut base, mut filled, mut pos) = (start, 0usize, start);
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0); // a line longer than the buffer
+        }
+        let want = ((end - pos) as usize).min(buf.len() - filled);
+        let got = read_full_at(file, &mut buf[filled..filled + want], pos)?;
+        pos += got as u64;
+        filled += got;
+        let at_end = pos >= end || got == 0;
+        // Complete lines: up to the last newline, or everything at the end.
+        let upto = if at_end {
+            filled
+        } else {
+            match buf[..filled].iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        let mut off = 0usize;
+        while off < upto {
+            let nl = buf[off..upto].iter().position(|&b| b == b'\n');
+            let raw = &buf[off..nl.map_or(upto, |i| off + i)];
+            let line_start = base + off as u64;
+            off = nl.map_or(upto, |i| off + i + 1);
+            lineno += 1;
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match ingest::native::parse_json_step(line) {
+                Ok(mut step) => {
+                    prices.fill_cost(&mut step);
+                    sink.push(step, order_key(fi, line_start as usize));
+                    steps += 1;
+                }
+                Err((field, message)) => errors.push(RecordError {
+                    location: ingest::Location::Line(lineno),
+                    field,
+                    message,
+                }),
+            }
+        }
+        buf.copy_within(upto..filled, 0);
+        filled -= upto;
+        base += upto as u64;
+        if at_end {
+            break;
+        }
+    }
+    Ok((errors, steps, lineno))
 }
 
 /// Cuts NDJSON into up to `n` chunks at line boundaries: (chunk, lines before it).
@@ -348,5 +497,56 @@ mod tests {
         assert_eq!(serial.steps, par.steps);
         assert_eq!(serial.errors, par.errors);
         assert_eq!(par.errors[0].location, ingest::Location::Line(20_001));
+    }
+
+    /// Collects what it is given.
+    #[derive(Default)]
+    struct Keep(Vec<(u64, Step)>);
+
+    impl StepSink for Keep {
+        fn push(&mut self, step: Step, order: u64) {
+            self.0.push((order, step));
+        }
+    }
+
+    #[test]
+    fn streamed_ranges_give_every_step_once_in_order_with_true_line_numbers() {
+        let mut text = String::new();
+        for i in 0..30_000 {
+            match i {
+                20_000 => text.push_str("{broken\n"),
+                25_000 => text.push_str("\r\n"),
+                _ => text.push_str(&format!(
+                    "{{\"session_id\":\"s{}\",\"seq\":{},\"ts\":1,\"kind\":\"llm\",\"agent\":\"a\",\"text\":\"{}\"}}\r\n",
+                    i / 10,
+                    i % 10,
+                    "padding ".repeat(1 + i % 7)
+                )),
+            }
+        }
+        assert!(text.len() > 2 << 20, "several ranges");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steps.jsonl");
+        std::fs::write(&path, &text).unwrap();
+        let mut sinks: Vec<Keep> = (0..3).map(|_| Keep::default()).collect();
+        let out = stream(
+            std::slice::from_ref(&path),
+            None,
+            &ReadOptions::default(),
+            &PriceTable::default(),
+            false,
+            &mut sinks,
+        )
+        .unwrap();
+        let serial = ingest::native::read_ndjson(text.as_bytes());
+        assert_eq!(out.steps as usize, serial.steps.len());
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.errors[0].1.location, ingest::Location::Line(20_001));
+        assert_eq!(out.files[0].sha256, hex::encode(Sha256::digest(text.as_bytes())));
+        let mut all: Vec<(u64, Step)> = sinks.into_iter().flat_map(|k| k.0).collect();
+        assert!(all.iter().all(|(_, s)| s.text.is_some()));
+        all.sort_by_key(|x| x.0);
+        let got: Vec<Step> = all.into_iter().map(|x| x.1).collect();
+        assert_eq!(got, serial.steps, "every step once, in input order");
     }
 }

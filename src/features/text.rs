@@ -32,26 +32,41 @@ pub struct TextScores {
     pub lexicon: [u32; N_LEXICONS],
 }
 
-/// Compiled lexicons: first word → phrases (as word lists) with their lexicon.
+/// Compiled lexicons: phrases as sequences of word ids, indexed by their
+/// first word, so scoring a text allocates nothing and compares integers.
 pub struct Lexicons {
-    by_first: HashMap<String, Vec<(usize, Vec<String>)>, crate::features::sequence::FnvState>,
-    /// Version line common to all files (`1`), recorded in baselines.
+    vocab: HashMap<String, u32, crate::features::sequence::FnvState>,
+    by_first: Vec<Vec<(usize, Vec<u32>)>>,
+    max_word_bytes: usize,
+    /// Bit [`word_bit`] of `prefilter[len]` is set for each lexicon word of
+    /// `len` bytes: most other words are ruled out without hashing.
+    prefilter: Vec<u64>,
+    /// Version line of the lexicon files (stored in baselines).
     pub version: String,
-    /// SHA-256 over all lexicon files, recorded in baselines.
+    /// SHA-256 over the lexicon files, so a baseline names exactly what scored it.
     pub hash: String,
 }
 
+/// The prefilter bit of a (non-empty) word: from its first two and last bytes.
+fn word_bit(w: &[u8]) -> u64 {
+    let (a, b, z) = (w[0] as u64, w[w.len().min(2) - 1] as u64, w[w.len() - 1] as u64);
+    1 << ((a * 7 + b * 3 + z) & 63)
+}
+
+/// Id of a word that is in no lexicon.
+const NOT_IN_LEXICON: u32 = u32::MAX;
+
 impl Lexicons {
-    /// The lexicons built into this binary.
+    /// The lexicons shipped in `lexicons/`.
     pub fn builtin() -> &'static Lexicons {
         static L: OnceLock<Lexicons> = OnceLock::new();
         L.get_or_init(|| Lexicons::compile(&LEXICON_FILES))
     }
 
-    /// Compiles lexicon files.
+    /// Compiles (name, file text) pairs; `# version:` sets the version.
     pub fn compile(files: &[(&str, &str)]) -> Lexicons {
-        let mut by_first: HashMap<String, Vec<(usize, Vec<String>)>, crate::features::sequence::FnvState> =
-            HashMap::default();
+        let mut vocab: HashMap<String, u32, crate::features::sequence::FnvState> = HashMap::default();
+        let mut by_first: Vec<Vec<(usize, Vec<u32>)>> = Vec::new();
         let mut hasher = Sha256::new();
         let mut version = String::new();
         for (i, (name, text)) in files.iter().enumerate() {
@@ -67,117 +82,170 @@ impl Lexicons {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let mut words = Vec::new();
-                for_each_word(line, |w| words.push(w.to_string()));
-                if let Some(first) = words.first().cloned() {
-                    by_first.entry(first).or_default().push((i, words));
+                let mut ids = Vec::new();
+                for_each_word(line, |w| {
+                    let next = vocab.len() as u32;
+                    ids.push(*vocab.entry(w.to_string()).or_insert(next));
+                });
+                if let Some(&first) = ids.first() {
+                    if by_first.len() <= first as usize {
+                        by_first.resize(first as usize + 1, Vec::new());
+                    }
+                    by_first[first as usize].push((i, ids));
                 }
             }
         }
-        for phrases in by_first.values_mut() {
+        for phrases in &mut by_first {
             phrases.sort_by_key(|p| std::cmp::Reverse(p.1.len())); // longest first
         }
+        let max_word_bytes = vocab.keys().map(String::len).max().unwrap_or(0);
+        let mut prefilter = vec![0u64; max_word_bytes + 1];
+        for w in vocab.keys() {
+            prefilter[w.len()] |= word_bit(w.as_bytes());
+        }
         Lexicons {
+            vocab,
             by_first,
+            max_word_bytes,
+            prefilter,
             version,
             hash: hex::encode(hasher.finalize()),
         }
     }
 
-    /// Scores one text.
+    /// Scores one text: counts of each lexicon's phrases (whole words,
+    /// case-insensitive, curly apostrophes folded), words and characters.
     pub fn score(&self, text: &str) -> TextScores {
-        let (lowered, spans) = words(text);
-        let word = |i: usize| &lowered[spans[i].0..spans[i].1];
-        let mut lexicon = [0u32; N_LEXICONS];
-        // Words already inside a matched phrase of a lexicon do not match again
-        // for that lexicon ("i'm sorry" is one apology, not two).
-        let mut covered = [0usize; N_LEXICONS];
-        for i in 0..spans.len() {
-            if let Some(phrases) = self.by_first.get(word(i)) {
+        thread_local! {
+            static IDS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        IDS.with_borrow_mut(|ids| {
+            ids.clear();
+            for_each_word(text, |w| {
+                let id = if w.len() > self.max_word_bytes || self.prefilter[w.len()] & word_bit(w.as_bytes()) == 0 {
+                    NOT_IN_LEXICON
+                } else {
+                    self.vocab.get(w).copied().unwrap_or(NOT_IN_LEXICON)
+                };
+                ids.push(id);
+            });
+            let mut lexicon = [0u32; N_LEXICONS];
+            // Words already inside a matched phrase of a lexicon do not match again
+            // for that lexicon ("i'm sorry" is one apology, not two).
+            let mut covered = [0usize; N_LEXICONS];
+            for i in 0..ids.len() {
+                let Some(phrases) = self.by_first.get(ids[i] as usize) else {
+                    continue;
+                };
                 for (lex, phrase) in phrases {
-                    if i >= covered[*lex]
-                        && spans.len() - i >= phrase.len()
-                        && phrase.iter().enumerate().all(|(k, p)| word(i + k) == p)
-                    {
+                    if i >= covered[*lex] && ids.len() - i >= phrase.len() && ids[i..i + phrase.len()] == phrase[..] {
                         covered[*lex] = i + phrase.len();
                         lexicon[*lex] += 1;
                     }
                 }
             }
-        }
-        TextScores {
-            chars: if text.is_ascii() {
-                text.len() as u32
-            } else {
-                text.chars().count() as u32
-            },
-            words: spans.len() as u32,
-            lexicon,
-        }
+            TextScores {
+                chars: if text.is_ascii() {
+                    text.len() as u32
+                } else {
+                    text.chars().count() as u32
+                },
+                words: ids.len() as u32,
+                lexicon,
+            }
+        })
     }
 }
 
-/// The lower-cased text (with ’ as ') and the byte spans of its words: runs
-/// of letters, digits, ' and %, trimmed of apostrophes at either end.
-fn words(text: &str) -> (String, Vec<(usize, usize)>) {
-    let mut spans = Vec::new();
-    let mut push = |start: usize, end: usize, bytes: &[u8]| {
-        let (mut a, mut b) = (start, end);
-        while a < b && bytes[a] == b'\'' {
-            a += 1;
-        }
-        while b > a && bytes[b - 1] == b'\'' {
-            b -= 1;
-        }
-        if a < b {
-            spans.push((a, b));
+/// Byte classes for the tokenizer: 0 separator, 1 lowercase word byte
+/// (a-z, 0-9, ', %), 2 uppercase ASCII letter, 3 part of a non-ASCII char.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c >= 0x80 {
+            3
+        } else if c.is_ascii_uppercase() {
+            2
+        } else if c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'\'' || c == b'%' {
+            1
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Calls `f` with each word of `text`, lowercased: a word is a run of
+/// alphanumerics, apostrophes (’ folded to ') and `%`, with apostrophes
+/// trimmed from both ends. Lowercase ASCII words are passed without copying.
+fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
+    let bytes = text.as_bytes();
+    let mut emit = |w: &str| {
+        let w = if w.starts_with('\'') || w.ends_with('\'') {
+            w.trim_matches('\'')
+        } else {
+            w
+        };
+        if !w.is_empty() {
+            f(w);
         }
     };
-    if text.is_ascii() {
-        let lowered = text.to_ascii_lowercase();
-        let bytes = lowered.as_bytes();
-        let mut start = None;
-        for (i, &c) in bytes.iter().enumerate() {
-            let w = c.is_ascii_alphanumeric() || c == b'\'' || c == b'%';
-            match (w, start) {
-                (true, None) => start = Some(i),
-                (false, Some(s)) => {
-                    push(s, i, bytes);
-                    start = None;
+    let mut buf = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if CLASS[bytes[i] as usize] == 0 {
+            i += 1;
+            continue;
+        }
+        // A run of ASCII word bytes: borrowed as is when already lowercase.
+        let start = i;
+        let mut upper = false;
+        while i < bytes.len() {
+            match CLASS[bytes[i] as usize] {
+                1 => {}
+                2 => upper = true,
+                _ => break,
+            }
+            i += 1;
+        }
+        if i == bytes.len() || CLASS[bytes[i] as usize] == 0 {
+            if upper {
+                buf.clear();
+                buf.push_str(&text[start..i]);
+                buf.make_ascii_lowercase();
+                emit(&buf);
+            } else {
+                emit(&text[start..i]);
+            }
+            continue;
+        }
+        // The word goes on with non-ASCII chars: lowercase char by char.
+        // Lowercasing may give several chars (İ → i + combining dot): each
+        // is classified on its own, as in the lowercased text.
+        buf.clear();
+        buf.push_str(&text[start..i]);
+        buf.make_ascii_lowercase();
+        for c in text[i..].chars() {
+            if c.is_ascii() && CLASS[c as usize] == 0 {
+                break;
+            }
+            i += c.len_utf8();
+            for lc in c.to_lowercase() {
+                let lc = if lc == '’' { '\'' } else { lc };
+                if lc.is_alphanumeric() || lc == '\'' || lc == '%' {
+                    buf.push(lc);
+                } else if !buf.is_empty() {
+                    emit(&buf);
+                    buf.clear();
                 }
-                _ => {}
             }
         }
-        if let Some(s) = start {
-            push(s, bytes.len(), bytes);
+        if !buf.is_empty() {
+            emit(&buf);
         }
-        return (lowered, spans);
-    }
-    let lowered = text.to_lowercase().replace('’', "'");
-    let bytes = lowered.as_bytes();
-    let mut start = None;
-    for (i, c) in lowered.char_indices() {
-        let w = c.is_alphanumeric() || c == '\'' || c == '%';
-        match (w, start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                push(s, i, bytes);
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        push(s, bytes.len(), bytes);
-    }
-    (lowered, spans)
-}
-
-/// Calls `f` with each lower-cased word of `text`.
-fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
-    let (lowered, spans) = words(text);
-    for (a, b) in spans {
-        f(&lowered[a..b]);
     }
 }
 
@@ -208,6 +276,38 @@ mod tests {
             "no partial-word hits"
         );
         assert_eq!(l.score("100% sure").lexicon[CONFIDENCE], 1);
+    }
+
+    /// The straightforward tokenizer (lowercase the whole text, then split),
+    /// which the allocation-free one must reproduce word for word.
+    fn words_by_lowercasing_first(text: &str) -> Vec<String> {
+        let lowered = text.to_lowercase().replace('’', "'");
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        for c in lowered.chars().chain(std::iter::once(' ')) {
+            if c.is_alphanumeric() || c == '\'' || c == '%' {
+                cur.push(c);
+            } else {
+                let w = cur.trim_matches('\'');
+                if !w.is_empty() {
+                    out.push(w.to_string());
+                }
+                cur.clear();
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tokenizer_matches_lowercasing_first(text in "[a-zA-Z0-9 '’%.,!?İΣσÄäß\u{307}日本-]{0,40}") {
+            let mut got = Vec::new();
+            for_each_word(&text, |w| got.push(w.to_string()));
+            // Final-sigma lowering (Σ → ς at a word's end) is the one
+            // whole-string rule; it never changes where words split.
+            let norm = |v: Vec<String>| v.into_iter().map(|w| w.replace('ς', "σ")).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(norm(got), norm(words_by_lowercasing_first(&text)));
+        }
     }
 
     #[test]

@@ -112,19 +112,23 @@ impl PriceTable {
     /// `gpt-4.1-2025-04-14` uses `gpt-4.1` but `claude-opus-4-6` does not use
     /// `claude-opus-4`. A `provider/` prefix is ignored.
     pub fn lookup(&self, model: &str) -> Option<&ModelPrice> {
-        let lower = model.to_lowercase();
-        let name = lower.rsplit_once('/').map_or(lower.as_str(), |(_, n)| n);
+        let lower: std::borrow::Cow<str> = if !model.is_ascii() || model.bytes().any(|b| b.is_ascii_uppercase()) {
+            model.to_lowercase().into()
+        } else {
+            model.into()
+        };
+        let name = lower.rsplit_once('/').map_or(&*lower, |(_, n)| n);
         if let Some(p) = self.models.get(name) {
             return Some(p);
         }
-        self.models
-            .iter()
-            .filter(|(k, _)| {
-                name.strip_prefix(k.as_str())
-                    .is_some_and(|rest| rest.starts_with("-2") || rest.starts_with(':') || rest.starts_with('@'))
+        // The longest priced name that `name` extends with a date, `:tag` or `@version`.
+        name.char_indices()
+            .rev()
+            .filter(|&(i, _)| {
+                let rest = &name[i..];
+                rest.starts_with("-2") || rest.starts_with(':') || rest.starts_with('@')
             })
-            .max_by_key(|(k, _)| k.len())
-            .map(|(_, p)| p)
+            .find_map(|(i, _)| self.models.get(&name[..i]))
     }
 
     /// The cost of a model call from its tokens, if the model is priced.
