@@ -147,26 +147,32 @@ fn run(
                 metrics.observe_commit(t0.elapsed().as_secs_f64(), all.len());
                 match result {
                     Ok(app) => {
-                        let entries: Vec<LogEntry> = app
-                            .stored
-                            .iter()
-                            .map(|(_, id, step)| LogEntry::Step {
-                                id: *id,
-                                received_ms: when,
-                                step: step.clone(),
-                            })
-                            .collect();
                         for (start, end, reply) in pending {
                             let stored: Vec<_> = app
                                 .stored
                                 .iter()
                                 .filter(|(i, _, _)| *i >= start && *i < end)
-                                .cloned()
-                                .map(|(i, id, s)| (i - start, id, s))
+                                .map(|&(i, id, seq)| (i - start, id, seq))
                                 .collect();
                             let duplicates = (end - start) - stored.len();
                             let _ = reply.send(Ok(Appended { stored, duplicates }));
                         }
+                        // The steps move on to the engine (no copies): `stored` is in input order.
+                        let mut steps = all.into_iter().enumerate();
+                        let entries: Vec<LogEntry> = app
+                            .stored
+                            .iter()
+                            .filter_map(|&(i, id, seq)| {
+                                let (_, n) = steps.find(|(j, _)| *j == i)?;
+                                let mut step = n.step;
+                                step.seq = seq;
+                                Some(LogEntry::Step {
+                                    id,
+                                    received_ms: when,
+                                    step,
+                                })
+                            })
+                            .collect();
                         if !entries.is_empty() {
                             // Blocks when the engine lags: backpressure reaches the requests.
                             let _ = engine.send(EngineMsg::Log(entries));

@@ -62,7 +62,7 @@ pub fn appends_dedup_and_keep_raw(b: &mut dyn Backend) {
     let again = s.append_steps(&[step("a1", 1), step("a1", 2)], 6).unwrap();
     assert_eq!(again.duplicates, 1);
     assert_eq!(
-        again.stored.iter().map(|x| (x.0, x.2.seq)).collect::<Vec<_>>(),
+        again.stored.iter().map(|x| (x.0, x.2)).collect::<Vec<_>>(),
         vec![(1, 2)]
     );
     assert_eq!(s.step_count().unwrap(), 4);
@@ -87,11 +87,11 @@ pub fn assigned_seq_and_span_dedup(b: &mut dyn Backend) {
         n
     };
     let r = s.append_steps(&[otlp("aa"), otlp("bb")], 1).unwrap();
-    assert_eq!(r.stored.iter().map(|x| x.2.seq).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(r.stored.iter().map(|x| x.2).collect::<Vec<_>>(), vec![0, 1]);
     let r = s.append_steps(&[otlp("bb"), otlp("cc")], 2).unwrap();
     assert_eq!(r.duplicates, 1);
     assert_eq!(
-        r.stored.iter().map(|x| x.2.seq).collect::<Vec<_>>(),
+        r.stored.iter().map(|x| x.2).collect::<Vec<_>>(),
         vec![2],
         "no seq consumed by the duplicate"
     );

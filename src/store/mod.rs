@@ -88,9 +88,9 @@ impl LogEntry {
 /// What an append did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Appended {
-    /// Newly stored steps: (index in the input, log position, the step as
-    /// stored). Duplicates are not here.
-    pub stored: Vec<(usize, i64, Step)>,
+    /// Newly stored steps: (index in the input, log position, seq as
+    /// stored, which the store assigns for `assign_seq`). Duplicates are not here.
+    pub stored: Vec<(usize, i64, u64)>,
     /// Steps that were already stored (same session and seq, or same span).
     pub duplicates: usize,
 }

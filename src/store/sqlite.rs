@@ -60,6 +60,67 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    _checkpointer: Checkpointer,
+}
+
+/// WAL size (pages) beyond which the checkpointer also resets the log,
+/// briefly waiting for the writer, so the WAL stays bounded under load.
+const WAL_RESTART_PAGES: i64 = 16_384;
+
+/// Copies the WAL into the database off the commit path: commits never
+/// run a checkpoint (and its sync of the database file) themselves, which
+/// keeps acknowledgement latency flat.
+struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, rusqlite::Error> {
+        let conn = open_conn(path)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("agentdrift-checkpoint".into())
+            .spawn(move || {
+                let mut ticks = 0u32;
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    ticks += 1;
+                    if ticks % 10 != 0 {
+                        continue;
+                    }
+                    // (busy, WAL pages, pages copied)
+                    let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match passive {
+                        Ok((_, wal, _)) if wal > WAL_RESTART_PAGES => {
+                            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                                tracing::warn!(error = %e, "WAL restart checkpoint failed");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                    }
+                }
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -96,10 +157,15 @@ impl SqliteStore {
         c.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
         c.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|e| err(e.to_string()))?;
+        // Checkpoints run on their own thread (see `Checkpointer`).
+        c.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| err(e.to_string()))?;
+        let checkpointer = Checkpointer::start(&path).map_err(|e| err(e.to_string()))?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(c),
             readers: Mutex::new(Vec::new()),
+            _checkpointer: checkpointer,
         })
     }
 
@@ -152,29 +218,31 @@ impl Store for SqliteStore {
                 let mut span_seen =
                     tx.prepare_cached("SELECT 1 FROM log WHERE session_id = ?1 AND span_id = ?2 AND kind = 0")?;
                 for (i, n) in steps.iter().enumerate() {
-                    let mut step = n.step.clone();
-                    let raw = if n.assign_seq {
+                    let step = &n.step;
+                    let (seq, assigned) = if n.assign_seq {
                         if let Some(span) = &step.span_id
                             && span_seen.exists(params![step.session_id, span])?
                         {
                             out.duplicates += 1;
                             continue;
                         }
-                        step.seq = next_seq.query_row(params![step.session_id], |r| r.get::<_, i64>(0))? as u64;
-                        serde_json::to_string(&step).expect("steps serialise")
+                        let seq = next_seq.query_row(params![step.session_id], |r| r.get::<_, i64>(0))? as u64;
+                        let mut with_seq = step.clone();
+                        with_seq.seq = seq;
+                        (seq, Some(serde_json::to_string(&with_seq).expect("steps serialise")))
                     } else {
-                        n.raw.clone()
+                        (step.seq, None)
                     };
                     let changed = insert.execute(params![
                         step.session_id,
-                        step.seq as i64,
+                        seq as i64,
                         step.span_id,
                         step.correlation_id,
                         received_ms,
-                        raw
+                        assigned.as_deref().unwrap_or(&n.raw)
                     ])?;
                     if changed == 1 {
-                        out.stored.push((i, tx.last_insert_rowid(), step));
+                        out.stored.push((i, tx.last_insert_rowid(), seq));
                     } else {
                         out.duplicates += 1;
                     }
