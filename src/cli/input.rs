@@ -105,44 +105,28 @@ pub fn load(
     prices: &PriceTable,
     strict: bool,
 ) -> Result<Loaded, InputError> {
-    let files = expand(paths)?;
-    let mut loaded = Loaded::default();
-    for path in files {
-        let bytes = std::fs::read(&path).map_err(|source| InputError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let fmt = format.unwrap_or_else(|| Format::detect(&path, &bytes));
-        let out = if fmt == Format::Ndjson {
-            read_ndjson_parallel(&bytes)
-        } else {
-            ingest::read(fmt, &bytes, opts)
-        };
-        let name = path.display().to_string();
-        if strict && let Some(e) = out.errors.first() {
-            return Err(InputError::Strict {
-                path: name,
-                error: e.clone(),
-            });
-        }
-        loaded.files.push(InputFile {
-            path: name.clone(),
-            format: fmt.as_str().to_string(),
-            sha256: hex::encode(Sha256::digest(&bytes)),
-            steps: out.steps.len(),
-            errors: out.errors.len(),
-        });
-        loaded.ignored += out.ignored;
-        loaded.errors.extend(out.errors.into_iter().map(|e| (name.clone(), e)));
-        let mut steps = out.steps;
-        for s in &mut steps {
-            if prices.fill_cost(s) {
-                loaded.costs_computed += 1;
-            }
-        }
-        loaded.steps.extend(steps);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let mut sinks: Vec<Keep> = (0..threads).map(|_| Keep::default()).collect();
+    let read = stream(paths, format, opts, prices, strict, &mut sinks)?;
+    let mut steps: Vec<(u64, Step)> = sinks.into_iter().flat_map(|k| k.0).collect();
+    steps.sort_by_key(|x| x.0);
+    Ok(Loaded {
+        steps: steps.into_iter().map(|x| x.1).collect(),
+        errors: read.errors,
+        ignored: read.ignored,
+        files: read.files,
+        costs_computed: read.costs_computed,
+    })
+}
+
+/// A sink that keeps every step with its order key.
+#[derive(Default)]
+struct Keep(Vec<(u64, Step)>);
+
+impl StepSink for Keep {
+    fn push(&mut self, step: Step, order: u64) {
+        self.0.push((order, step));
     }
-    Ok(loaded)
 }
 
 /// Receives parsed steps, one sink per worker thread, so large inputs are
@@ -163,6 +147,8 @@ pub struct Streamed {
     pub ignored: usize,
     /// Valid steps pushed.
     pub steps: u64,
+    /// Steps whose cost was computed from the price table.
+    pub costs_computed: usize,
 }
 
 /// Order key of a record: file index in the high bits, the line's byte
@@ -175,10 +161,10 @@ pub fn order_key(file: usize, record: usize) -> u64 {
 const READ_BLOCK: usize = 8 << 20;
 
 /// Reads every input and pushes its valid steps into the sinks. NDJSON is
-/// cut at line boundaries into one byte range per sink, and each range is
-/// read in blocks and parsed by its own thread while another thread hashes
-/// the file, so memory stays bounded by the blocks, not the file size;
-/// other formats are read whole and go to the first sink.
+/// cut at line boundaries into a few byte ranges per sink, which the sinks'
+/// threads take in turn and read in blocks while another thread hashes the
+/// file, so memory stays bounded by the blocks, not the file size; other
+/// formats are read whole and go to the first sink.
 pub fn stream<S: StepSink>(
     paths: &[PathBuf],
     format: Option<Format>,
@@ -201,19 +187,25 @@ pub fn stream<S: StepSink>(
         read_full_at(&file, &mut head, 0).map_err(io)?;
         let fmt = format.unwrap_or_else(|| Format::detect(path, &head));
         let name = path.display().to_string();
-        let (sha, errors, ignored, steps) = if fmt == Format::Ndjson {
-            let (sha, errors, steps) = stream_ndjson(&file, len, fi, prices, sinks).map_err(io)?;
-            (sha, errors, 0, steps)
+        let (sha, read, ignored) = if fmt == Format::Ndjson {
+            let (sha, read) = stream_ndjson(&file, len, fi, prices, sinks).map_err(io)?;
+            (sha, read, 0)
         } else {
             let bytes = std::fs::read(path).map_err(io)?;
             let r = ingest::read(fmt, &bytes, opts);
-            let n = r.steps.len() as u64;
+            let mut read = RangeRead {
+                steps: r.steps.len() as u64,
+                ..RangeRead::default()
+            };
             for (i, mut step) in r.steps.into_iter().enumerate() {
-                prices.fill_cost(&mut step);
+                read.costs_computed += usize::from(prices.fill_cost(&mut step));
                 sinks[0].push(step, order_key(fi, i));
             }
-            (hex::encode(Sha256::digest(&bytes)), r.errors, r.ignored, n)
+            read.errors = r.errors;
+            (hex::encode(Sha256::digest(&bytes)), read, r.ignored)
         };
+        let (errors, steps) = (read.errors, read.steps);
+        out.costs_computed += read.costs_computed;
         if strict && let Some(e) = errors.first() {
             return Err(InputError::Strict {
                 path: name,
@@ -254,18 +246,17 @@ fn line_cuts(file: &std::fs::File, len: u64, n: usize) -> std::io::Result<Vec<u6
     let mut cuts = vec![0u64];
     let mut window = vec![0u8; 64 << 10];
     for k in 1..n as u64 {
-        let mut at = (len * k / n as u64).max(*cuts.last().unwrap_or(&0));
-        // The cut goes after the first newline at or after `at - 1`.
-        let mut pos = at.saturating_sub(1);
-        at = len;
-        'search: while pos < len {
+        // The cut goes after the first newline at or after the nominal point - 1.
+        let mut pos = (len * k / n as u64).max(*cuts.last().unwrap_or(&0)).saturating_sub(1);
+        let mut at = len;
+        while pos < len {
             let got = read_full_at(file, &mut window, pos)?;
             if got == 0 {
                 break;
             }
             if let Some(i) = window[..got].iter().position(|&b| b == b'\n') {
                 at = pos + i as u64 + 1;
-                break 'search;
+                break;
             }
             pos += got as u64;
         }
@@ -277,15 +268,15 @@ fn line_cuts(file: &std::fs::File, len: u64, n: usize) -> std::io::Result<Vec<u6
     Ok(cuts)
 }
 
-/// Streams one NDJSON file into the sinks (see [`stream`]): (sha256, bad
-/// records with their line numbers, steps pushed).
+/// Streams one NDJSON file into the sinks (see [`stream`]): its sha256 and
+/// what was read (bad records with their line numbers in the file).
 fn stream_ndjson<S: StepSink>(
     file: &std::fs::File,
     len: u64,
     fi: usize,
     prices: &PriceTable,
     sinks: &mut [S],
-) -> std::io::Result<(String, Vec<RecordError>, u64)> {
+) -> std::io::Result<(String, RangeRead)> {
     // More ranges than threads, taken in turn, so threads finish together
     // (a session cut by a range boundary is completed by the sink's merge).
     let n = if len < (1 << 20) { 1 } else { sinks.len() * 4 };
@@ -324,32 +315,41 @@ fn stream_ndjson<S: StepSink>(
                 })
             })
             .collect();
-        let mut parts: Vec<(usize, RangeResult)> = Vec::new();
+        let mut parts: Vec<(usize, RangeRead)> = Vec::new();
         for h in handles {
-            let done: std::io::Result<Vec<(usize, RangeResult)>> = h.join().expect("parser threads do not panic");
+            let done: std::io::Result<Vec<(usize, RangeRead)>> = h.join().expect("parser threads do not panic");
             parts.extend(done?);
         }
         parts.sort_by_key(|p| p.0);
-        let mut errors = Vec::new();
-        let (mut steps, mut lines_before) = (0u64, 0usize);
-        for (_, (errs, k, lines)) in parts {
-            errors.extend(errs.into_iter().map(|mut e: RecordError| {
+        let mut all = RangeRead::default();
+        for (_, part) in parts {
+            all.errors.extend(part.errors.into_iter().map(|mut e| {
                 if let ingest::Location::Line(l) = &mut e.location {
-                    *l += lines_before;
+                    *l += all.lines;
                 }
                 e
             }));
-            steps += k;
-            lines_before += lines;
+            all.steps += part.steps;
+            all.lines += part.lines;
+            all.costs_computed += part.costs_computed;
         }
         let sha = hasher.join().expect("hashing does not panic")?;
-        Ok((sha, errors, steps))
+        Ok((sha, all))
     })
 }
 
-/// What one range gave: bad records (lines counted from the range start),
-/// steps pushed, lines seen.
-type RangeResult = (Vec<RecordError>, u64, usize);
+/// What one range (or file) gave.
+#[derive(Default)]
+struct RangeRead {
+    /// Bad records, lines counted from the range start.
+    errors: Vec<RecordError>,
+    /// Steps pushed.
+    steps: u64,
+    /// Lines seen.
+    lines: usize,
+    /// Steps whose cost the price table filled in.
+    costs_computed: usize,
+}
 
 /// Parses the lines of `file[start..end]` block by block: (bad records with
 /// line numbers counted from the range start, steps pushed, lines seen).
@@ -360,9 +360,8 @@ fn parse_range<S: StepSink>(
     fi: usize,
     prices: &PriceTable,
     sink: &mut S,
-) -> std::io::Result<RangeResult> {
-    let mut errors = Vec::new();
-    let (mut steps, mut lineno) = (0u64, 0usize);
+) -> std::io::Result<RangeRead> {
+    let mut read = RangeRead::default();
     let mut buf: Vec<u8> = vec![0u8; READ_BLOCK.min((end - start) as usize + 1)];
     // buf[..filled] holds unparsed bytes starting at file offset `base`.
     let (mut base, mut filled, mut pos) = (start, 0usize, start);
@@ -390,19 +389,19 @@ fn parse_range<S: StepSink>(
             let raw = &buf[off..nl.map_or(upto, |i| off + i)];
             let line_start = base + off as u64;
             off = nl.map_or(upto, |i| off + i + 1);
-            lineno += 1;
+            read.lines += 1;
             let line = raw.strip_suffix(b"\r").unwrap_or(raw);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             match ingest::native::parse_json_step(line) {
                 Ok(mut step) => {
-                    prices.fill_cost(&mut step);
+                    read.costs_computed += usize::from(prices.fill_cost(&mut step));
                     sink.push(step, order_key(fi, line_start as usize));
-                    steps += 1;
+                    read.steps += 1;
                 }
-                Err((field, message)) => errors.push(RecordError {
-                    location: ingest::Location::Line(lineno),
+                Err((field, message)) => read.errors.push(RecordError {
+                    location: ingest::Location::Line(read.lines),
                     field,
                     message,
                 }),
@@ -415,99 +414,12 @@ fn parse_range<S: StepSink>(
             break;
         }
     }
-    Ok((errors, steps, lineno))
-}
-
-/// Cuts NDJSON into up to `n` chunks at line boundaries: (chunk, lines before it).
-fn line_chunks(bytes: &[u8], n: usize) -> Vec<(&[u8], usize)> {
-    let mut cuts = vec![0usize];
-    for k in 1..n {
-        let mut at = bytes.len() * k / n;
-        while at < bytes.len() && bytes[at - 1] != b'\n' {
-            at += 1;
-        }
-        if at > *cuts.last().unwrap_or(&0) && at < bytes.len() {
-            cuts.push(at);
-        }
-    }
-    cuts.push(bytes.len());
-    let mut lines_before = 0;
-    cuts.windows(2)
-        .map(|w| {
-            let chunk = &bytes[w[0]..w[1]];
-            let here = lines_before;
-            lines_before += chunk.iter().filter(|&&b| b == b'\n').count();
-            (chunk, here)
-        })
-        .collect()
-}
-
-/// NDJSON parsed on every core: the file is cut at line boundaries and the
-/// chunks' line numbers re-based, so errors still name the right line.
-fn read_ndjson_parallel(bytes: &[u8]) -> ingest::ReadOutput {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads <= 1 || bytes.len() < (1 << 20) {
-        return ingest::native::read_ndjson(bytes);
-    }
-    let chunks = line_chunks(bytes, threads);
-    let parts: Vec<ingest::ReadOutput> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|&(chunk, _)| s.spawn(move || ingest::native::read_ndjson(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("reader threads do not panic"))
-            .collect()
-    });
-    let mut out = ingest::ReadOutput::default();
-    for (mut part, (_, line_offset)) in parts.into_iter().zip(chunks) {
-        out.steps.append(&mut part.steps);
-        out.errors.extend(part.errors.into_iter().map(|mut e| {
-            if let ingest::Location::Line(n) = &mut e.location {
-                *n += line_offset;
-            }
-            e
-        }));
-        out.ignored += part.ignored;
-    }
-    out
+    Ok(read)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parallel_ndjson_matches_serial_and_keeps_line_numbers() {
-        let mut text = String::new();
-        for i in 0..30_000 {
-            if i == 20_000 {
-                text.push_str("{broken\n");
-            } else {
-                text.push_str(&format!(
-                    "{{\"session_id\":\"s{}\",\"seq\":{},\"ts\":1,\"kind\":\"llm\",\"agent\":\"a\",\"text\":\"padding padding padding\"}}\n",
-                    i / 10,
-                    i % 10
-                ));
-            }
-        }
-        let serial = ingest::native::read_ndjson(text.as_bytes());
-        let par = read_ndjson_parallel(text.as_bytes());
-        assert_eq!(serial.steps, par.steps);
-        assert_eq!(serial.errors, par.errors);
-        assert_eq!(par.errors[0].location, ingest::Location::Line(20_001));
-    }
-
-    /// Collects what it is given.
-    #[derive(Default)]
-    struct Keep(Vec<(u64, Step)>);
-
-    impl StepSink for Keep {
-        fn push(&mut self, step: Step, order: u64) {
-            self.0.push((order, step));
-        }
-    }
 
     #[test]
     fn streamed_ranges_give_every_step_once_in_order_with_true_line_numbers() {
@@ -548,5 +460,8 @@ mod tests {
         all.sort_by_key(|x| x.0);
         let got: Vec<Step> = all.into_iter().map(|x| x.1).collect();
         assert_eq!(got, serial.steps, "every step once, in input order");
+        let loaded = load(&[path], None, &ReadOptions::default(), &PriceTable::default(), false).unwrap();
+        assert_eq!(loaded.steps, serial.steps, "load keeps input order");
+        assert_eq!(loaded.errors.len(), 1);
     }
 }
