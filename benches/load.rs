@@ -4,7 +4,8 @@
 //! sends at half that rate. Reports steps/s, p50/p99 acknowledgement
 //! latency, and the server's resident memory as sessions accumulate.
 //!
-//! Run: `cargo bench --bench load` (optionally `-- STEPS CONNECTIONS BATCH`).
+//! Run: `cargo bench --bench load` (optionally `-- STEPS CONNECTIONS BATCH
+//! [PHASE2_STEPS_PER_S]`; phase 2 runs at half the measured rate unless given).
 //! Sessions are resampled from ../shared/data with fresh ids.
 
 use agentdrift::model::group_sessions;
@@ -160,8 +161,10 @@ fn main() {
     let (secs1, mut lat1, steps1) = rt.block_on(run_phase(&url, p1, conns, None));
     let rate1 = steps1 as f64 / secs1;
     let rss_after_1 = rss_kib(pid, "VmRSS:");
-    // Half the measured rate: each connection paced at rate/2/conns steps per second.
-    let per_conn_batches_per_s = rate1 / 2.0 / conns as f64 / batch as f64;
+    // Half the measured rate (or the rate given as the fourth argument):
+    // each connection paced at rate/conns steps per second.
+    let paced = args.get(3).map_or(rate1 / 2.0, |&r| r as f64);
+    let per_conn_batches_per_s = paced / conns as f64 / batch as f64;
     let gap = Duration::from_secs_f64(1.0 / per_conn_batches_per_s);
     let (secs2, mut lat2, steps2) = rt.block_on(run_phase(&url, p2, conns, Some(gap)));
     let rss_after_2 = rss_kib(pid, "VmRSS:");

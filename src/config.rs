@@ -35,8 +35,6 @@ pub struct ServeConfig {
     pub prices: Option<String>,
     /// Span/resource attributes holding the task type in OTLP input.
     pub task_type_attributes: Vec<String>,
-    /// Milliseconds a commit may wait to group more requests.
-    pub commit_delay_ms: u64,
     /// Seconds between detector-state snapshots.
     pub snapshot_secs: u64,
 }
@@ -51,7 +49,6 @@ impl Default for ServeConfig {
             log_format: "json".into(),
             prices: None,
             task_type_attributes: Vec::new(),
-            commit_delay_ms: 2,
             snapshot_secs: 30,
         }
     }
@@ -126,7 +123,6 @@ impl Config {
                 "AGENTDRIFT_DATA_DIR" => self.serve.data_dir = v.clone(),
                 "AGENTDRIFT_IDLE_TIMEOUT_SECS" => self.serve.idle_timeout_secs = num(k, v)?,
                 "AGENTDRIFT_MAX_BODY_BYTES" => self.serve.max_body_bytes = num(k, v)? as usize,
-                "AGENTDRIFT_COMMIT_DELAY_MS" => self.serve.commit_delay_ms = num(k, v)?,
                 "AGENTDRIFT_SNAPSHOT_SECS" => self.serve.snapshot_secs = num(k, v)?,
                 "AGENTDRIFT_PRICES" => self.serve.prices = Some(v.clone()),
                 "AGENTDRIFT_LOG_FORMAT" => {

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Steps per store commit.
     pub commit_steps: Histogram,
+    /// Duration of one flush to disk (covering one or more commits).
+    pub sync_seconds: Histogram,
     /// Log entries applied by the scorer.
     pub engine_entries: Counter,
     /// Drift events stored, by segment and detector.
@@ -131,6 +133,7 @@ impl Metrics {
             ack_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             commit_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             commit_steps: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            sync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             engine_entries: Counter::default(),
             events: Family::default(),
             sessions_closed: Family::default(),
@@ -184,6 +187,12 @@ impl Metrics {
             "agentdrift_store_commit_steps",
             "Steps per store commit",
             m.commit_steps.clone(),
+        );
+        r.register_with_unit(
+            "agentdrift_store_sync",
+            "Duration of one flush of committed writes to disk",
+            Unit::Seconds,
+            m.sync_seconds.clone(),
         );
         r.register(
             "agentdrift_engine_log_entries",
@@ -270,6 +279,11 @@ impl Metrics {
     pub fn observe_commit(&self, secs: f64, steps: usize) {
         self.commit_seconds.observe(secs);
         self.commit_steps.observe(steps as f64);
+    }
+
+    /// A flush to disk.
+    pub fn observe_sync(&self, secs: f64) {
+        self.sync_seconds.observe(secs);
     }
 
     /// A stored event.

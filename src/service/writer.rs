@@ -1,12 +1,15 @@
 //! The writer thread: the only place that writes. Appends from concurrent
 //! requests that arrive while a commit runs are grouped into the next
-//! transaction (group commit); each request is answered only after its
-//! transaction committed. New log entries go to the engine in commit order.
+//! transaction (group commit). A second thread makes commits durable
+//! (`Store::sync`) while the writer goes on committing, and only then
+//! answers each request and passes its log entries to the engine, in
+//! commit order (pipelined group commit).
 
 use super::engine_task::EngineMsg;
 use super::metrics::Metrics;
 use crate::detect::DriftEvent;
 use crate::store::{Appended, LogEntry, NewStep, Snapshot, Store, StoreError, StoredSession};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 use tokio::sync::{broadcast, oneshot};
@@ -90,27 +93,58 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel::<WriteMsg>();
     let handle = std::thread::Builder::new()
         .name("agentdrift-writer".into())
-        .spawn(move || run(store.as_ref(), rx, engine, events, metrics))
+        .spawn(move || run(store, rx, engine, events, metrics))
         .expect("spawn the writer thread");
     (WriterHandle { tx }, handle)
 }
 
 type Pending = (usize, usize, oneshot::Sender<Result<Appended, StoreError>>);
+type Reply = (oneshot::Sender<Result<Appended, StoreError>>, Appended);
+
+/// Committed work waiting for the sync that makes it durable, in commit order.
+enum Committed {
+    /// Appended steps: the answers to send and the entries for the engine.
+    Steps {
+        replies: Vec<Reply>,
+        entries: Vec<LogEntry>,
+    },
+    /// A logged idle close, for the engine.
+    Close {
+        /// Log position.
+        id: i64,
+        /// Position the engine had processed when it decided.
+        after: i64,
+        /// Session.
+        session_id: String,
+    },
+    /// Everything before this is handled: answer and stop.
+    Shutdown(oneshot::Sender<()>),
+}
 
 fn run(
-    store: &dyn Store,
+    store: Arc<dyn Store>,
     rx: mpsc::Receiver<WriteMsg>,
     engine: mpsc::SyncSender<EngineMsg>,
     events: broadcast::Sender<Arc<DriftEvent>>,
     metrics: Arc<Metrics>,
 ) {
+    let (synced_tx, synced_rx) = mpsc::channel::<Committed>();
+    let failed = Arc::new(AtomicBool::new(false));
+    let syncer = {
+        let (store, metrics, failed) = (store.clone(), metrics.clone(), failed.clone());
+        std::thread::Builder::new()
+            .name("agentdrift-sync".into())
+            .spawn(move || sync_loop(store.as_ref(), synced_rx, engine, &metrics, &failed))
+            .expect("spawn the sync thread")
+    };
+    let store = store.as_ref();
     let mut carry: Option<WriteMsg> = None;
     loop {
         let msg = match carry.take() {
             Some(m) => m,
             None => match rx.recv() {
                 Ok(m) => m,
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         match msg {
@@ -142,21 +176,30 @@ fn run(
                         Err(_) => break,
                     }
                 }
+                if failed.load(Ordering::SeqCst) {
+                    for (_, _, reply) in pending {
+                        let _ = reply.send(Err(StoreError::Database(SYNC_FAILED.into())));
+                    }
+                    continue;
+                }
                 let t0 = Instant::now();
                 let result = store.append_steps(&all, when);
                 metrics.observe_commit(t0.elapsed().as_secs_f64(), all.len());
                 match result {
                     Ok(app) => {
-                        for (start, end, reply) in pending {
-                            let stored: Vec<_> = app
-                                .stored
-                                .iter()
-                                .filter(|(i, _, _)| *i >= start && *i < end)
-                                .map(|&(i, id, seq)| (i - start, id, seq))
-                                .collect();
-                            let duplicates = (end - start) - stored.len();
-                            let _ = reply.send(Ok(Appended { stored, duplicates }));
-                        }
+                        let replies = pending
+                            .into_iter()
+                            .map(|(start, end, reply)| {
+                                let stored: Vec<_> = app
+                                    .stored
+                                    .iter()
+                                    .filter(|(i, _, _)| *i >= start && *i < end)
+                                    .map(|&(i, id, seq)| (i - start, id, seq))
+                                    .collect();
+                                let duplicates = (end - start) - stored.len();
+                                (reply, Appended { stored, duplicates })
+                            })
+                            .collect();
                         // The steps move on to the engine (no copies): `stored` is in input order.
                         let mut steps = all.into_iter().enumerate();
                         let entries: Vec<LogEntry> = app
@@ -173,10 +216,7 @@ fn run(
                                 })
                             })
                             .collect();
-                        if !entries.is_empty() {
-                            // Blocks when the engine lags: backpressure reaches the requests.
-                            let _ = engine.send(EngineMsg::Log(entries));
-                        }
+                        let _ = synced_tx.send(Committed::Steps { replies, entries });
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "append failed");
@@ -188,7 +228,7 @@ fn run(
             }
             WriteMsg::Close { session_id, after } => match store.append_close(&session_id, after) {
                 Ok(id) => {
-                    let _ = engine.send(EngineMsg::Log(vec![LogEntry::Close { id, after, session_id }]));
+                    let _ = synced_tx.send(Committed::Close { id, after, session_id });
                 }
                 Err(e) => tracing::error!(error = %e, "cannot log an idle close"),
             },
@@ -222,10 +262,282 @@ fn run(
                 }
             }
             WriteMsg::Shutdown(done) => {
-                // Everything queued before the shutdown has been handled (FIFO).
-                let _ = done.send(());
-                return;
+                // Everything queued before the shutdown has been committed
+                // (FIFO); the sync thread answers once it is durable.
+                let _ = synced_tx.send(Committed::Shutdown(done));
+                break;
             }
         }
+    }
+    drop(synced_tx);
+    let _ = syncer.join();
+}
+
+/// Why appends fail after a failed flush.
+const SYNC_FAILED: &str =
+    "the store could not flush to disk, so nothing more is acknowledged; restart the service to recover from the log";
+
+/// Makes committed work durable and only then answers it and passes it
+/// to the engine, in commit order. One flush covers every commit that
+/// arrived while the previous flush ran.
+fn sync_loop(
+    store: &dyn Store,
+    rx: mpsc::Receiver<Committed>,
+    engine: mpsc::SyncSender<EngineMsg>,
+    metrics: &Metrics,
+    failed: &AtomicBool,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let t0 = Instant::now();
+        let synced = store.sync();
+        metrics.observe_sync(t0.elapsed().as_secs_f64());
+        if let Err(e) = &synced {
+            // After a failed fsync the kernel may have dropped the dirty
+            // pages, so nothing later can be promised durable either.
+            tracing::error!(error = %e, "flushing the store failed; appends are refused from now on");
+            failed.store(true, Ordering::SeqCst);
+        }
+        for item in batch {
+            match item {
+                Committed::Steps { replies, entries } => {
+                    if !entries.is_empty() {
+                        // Blocks when the engine lags: backpressure reaches the requests.
+                        let _ = engine.send(EngineMsg::Log(entries));
+                    }
+                    for (reply, appended) in replies {
+                        let answer = match &synced {
+                            Ok(()) => Ok(appended),
+                            Err(e) => Err(StoreError::Database(format!("{SYNC_FAILED}: {e}"))),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                }
+                Committed::Close { id, after, session_id } => {
+                    let _ = engine.send(EngineMsg::Log(vec![LogEntry::Close { id, after, session_id }]));
+                }
+                Committed::Shutdown(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Step, StepKind};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{EventPage, EventQuery};
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Op {
+        Commit,
+        SyncStart,
+        SyncEnd,
+    }
+
+    /// SQLite with a slow, recorded (and optionally failing) flush.
+    struct Recording {
+        inner: SqliteStore,
+        clock: Arc<AtomicU64>,
+        log: Mutex<Vec<(u64, Op)>>,
+        fail_sync: AtomicBool,
+    }
+
+    impl Recording {
+        fn note(&self, op: Op) {
+            let t = self.clock.fetch_add(1, Ordering::SeqCst);
+            self.log.lock().unwrap().push((t, op));
+        }
+        fn ops(&self) -> Vec<(u64, Op)> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    impl Store for Recording {
+        fn append_steps(&self, steps: &[NewStep], received_ms: i64) -> Result<Appended, StoreError> {
+            let out = self.inner.append_steps(steps, received_ms);
+            self.note(Op::Commit);
+            out
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            self.note(Op::SyncStart);
+            std::thread::sleep(Duration::from_millis(150));
+            let out = if self.fail_sync.load(Ordering::SeqCst) {
+                Err(StoreError::Database("injected fsync failure".into()))
+            } else {
+                self.inner.sync()
+            };
+            self.note(Op::SyncEnd);
+            out
+        }
+        fn append_close(&self, session_id: &str, after: i64) -> Result<i64, StoreError> {
+            self.inner.append_close(session_id, after)
+        }
+        fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+            self.inner.log_after(position, limit)
+        }
+        fn insert_events(&self, events: &[DriftEvent]) -> Result<Vec<DriftEvent>, StoreError> {
+            self.inner.insert_events(events)
+        }
+        fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
+            self.inner.events(q)
+        }
+        fn event(&self, id: &str) -> Result<Option<DriftEvent>, StoreError> {
+            self.inner.event(id)
+        }
+        fn insert_sessions(&self, sessions: &[StoredSession]) -> Result<(), StoreError> {
+            self.inner.insert_sessions(sessions)
+        }
+        fn session(&self, id: &str) -> Result<Option<StoredSession>, StoreError> {
+            self.inner.session(id)
+        }
+        fn segment_sessions(&self, segment: &str, limit: usize) -> Result<Vec<StoredSession>, StoreError> {
+            self.inner.segment_sessions(segment, limit)
+        }
+        fn session_steps(&self, session_id: &str) -> Result<Vec<(u64, String)>, StoreError> {
+            self.inner.session_steps(session_id)
+        }
+        fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.correlated_sessions(correlation_id)
+        }
+        fn save_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
+            self.inner.save_snapshot(s)
+        }
+        fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+            self.inner.snapshot()
+        }
+        fn step_count(&self) -> Result<u64, StoreError> {
+            self.inner.step_count()
+        }
+        fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping()
+        }
+    }
+
+    type Answer = oneshot::Receiver<Result<Appended, StoreError>>;
+
+    fn append(w: &WriterHandle, session: &str) -> Answer {
+        let (reply, rx) = oneshot::channel();
+        let step = Step::new(session, 0, 1, StepKind::Llm, "agent");
+        w.send(WriteMsg::Append {
+            steps: vec![NewStep {
+                raw: serde_json::to_string(&step).unwrap(),
+                step,
+                assign_seq: false,
+            }],
+            received_ms: 1,
+            reply,
+        });
+        rx
+    }
+
+    fn wait_for(store: &Recording, n: usize, op: Op) {
+        for _ in 0..500 {
+            if store.ops().iter().filter(|x| x.1 == op).count() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("no {op:?} #{n}: {:?}", store.ops());
+    }
+
+    fn setup() -> (
+        tempfile::TempDir,
+        Arc<Recording>,
+        WriterHandle,
+        mpsc::Receiver<EngineMsg>,
+        Arc<AtomicU64>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(AtomicU64::new(0));
+        let store = Arc::new(Recording {
+            inner: SqliteStore::open(dir.path()).unwrap(),
+            clock: clock.clone(),
+            log: Mutex::new(Vec::new()),
+            fail_sync: AtomicBool::new(false),
+        });
+        let (engine_tx, engine_rx) = mpsc::sync_channel(64);
+        let (events, _) = broadcast::channel(16);
+        let (w, _thread) = spawn(store.clone(), engine_tx, events, Arc::new(Metrics::new()));
+        (dir, store, w, engine_rx, clock)
+    }
+
+    fn logged_sessions(msg: EngineMsg) -> Vec<String> {
+        match msg {
+            EngineMsg::Log(entries) => entries
+                .into_iter()
+                .map(|e| match e {
+                    LogEntry::Step { step, .. } => step.session_id,
+                    LogEntry::Close { session_id, .. } => session_id,
+                })
+                .collect(),
+            _ => panic!("expected log entries"),
+        }
+    }
+
+    #[test]
+    fn acknowledgements_wait_for_a_flush_that_began_after_their_commit_while_commits_go_on() {
+        let (_dir, store, w, engine, clock) = setup();
+        let first = append(&w, "s1");
+        wait_for(&store, 1, Op::SyncStart);
+        // These commit while the first flush is still running.
+        let second = append(&w, "s2");
+        let third = append(&w, "s3");
+        for _ in 0..500 {
+            if store.step_count().unwrap() == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let acked = |rx: Answer| {
+            let a = rx.blocking_recv().unwrap().unwrap();
+            (clock.fetch_add(1, Ordering::SeqCst), a)
+        };
+        let (t1, a1) = acked(first);
+        let (t2, a2) = acked(second);
+        let (t3, a3) = acked(third);
+        assert_eq!((a1.stored.len(), a2.stored.len(), a3.stored.len()), (1, 1, 1));
+        let ops = store.ops();
+        let at = |op: Op, n: usize| ops.iter().filter(|x| x.1 == op).nth(n).unwrap().0;
+        let last_commit = ops.iter().rfind(|x| x.1 == Op::Commit).unwrap().0;
+        // Pipelining: s2 and s3 committed (in one or two transactions)
+        // while flush 1 ran, and one more flush covered them.
+        assert!(last_commit < at(Op::SyncEnd, 0), "{ops:?}");
+        assert_eq!(ops.iter().filter(|x| x.1 == Op::SyncStart).count(), 2, "{ops:?}");
+        // Durability before acknowledgement: each ack follows the end of a
+        // flush that started after its commit.
+        assert!(at(Op::Commit, 0) < at(Op::SyncStart, 0) && at(Op::SyncEnd, 0) < t1);
+        assert!(
+            last_commit < at(Op::SyncStart, 1) && at(Op::SyncEnd, 1) < t2.min(t3),
+            "{ops:?}"
+        );
+        // The engine gets the entries after the flush, in commit order.
+        let mut seen = Vec::new();
+        while let Ok(msg) = engine.recv_timeout(Duration::from_millis(200)) {
+            seen.extend(logged_sessions(msg));
+        }
+        assert_eq!(seen, ["s1", "s2", "s3"]);
+        let (done, rx) = oneshot::channel();
+        w.send(WriteMsg::Shutdown(done));
+        rx.blocking_recv().unwrap();
+    }
+
+    #[test]
+    fn a_failed_flush_refuses_that_append_and_every_later_one() {
+        let (_dir, store, w, _engine, _clock) = setup();
+        store.fail_sync.store(true, Ordering::SeqCst);
+        let err = append(&w, "s1").blocking_recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("injected fsync failure"), "{err}");
+        store.fail_sync.store(false, Ordering::SeqCst);
+        let err = append(&w, "s2").blocking_recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("restart the service"), "{err}");
+        assert_eq!(store.step_count().unwrap(), 1, "s2 was not even committed");
     }
 }

@@ -51,9 +51,10 @@ fn event(id: &str, segment: &str, detector: &str, session: &str, ts: i64) -> Dri
     }
 }
 
-/// Appends are atomic, durable, deduplicated by (session, seq), and keep the raw bytes.
+/// Appends are atomic, durable after `sync`, deduplicated by (session, seq), and keep the raw bytes.
 pub fn appends_dedup_and_keep_raw(b: &mut dyn Backend) {
     let s = b.store();
+    s.sync().expect("a sync with nothing written succeeds");
     let first = s
         .append_steps(&[step("a1", 0), step("a1", 1), step("b1", 0)], 5)
         .unwrap();
@@ -66,6 +67,7 @@ pub fn appends_dedup_and_keep_raw(b: &mut dyn Backend) {
         vec![(1, 2)]
     );
     assert_eq!(s.step_count().unwrap(), 4);
+    s.sync().unwrap();
     b.reopen();
     let s = b.store();
     let steps = s.session_steps("a1").unwrap();

@@ -143,9 +143,16 @@ pub struct Snapshot {
 
 /// Durable storage for the service.
 pub trait Store: Send + Sync {
-    /// Appends steps atomically and durably (one transaction); duplicates of
-    /// stored steps are skipped and counted.
+    /// Appends steps atomically (one transaction); duplicates of stored
+    /// steps are skipped and counted. The append is visible at once and
+    /// durable once a later [`Store::sync`] returns.
     fn append_steps(&self, steps: &[NewStep], received_ms: i64) -> Result<Appended, StoreError>;
+    /// Makes every write committed before the call durable, so a caller
+    /// can acknowledge many commits with one flush to disk while the next
+    /// commits proceed (pipelined group commit). Committed writes survive
+    /// in commit order: a write that survives a power loss implies that
+    /// every earlier one did.
+    fn sync(&self) -> Result<(), StoreError>;
     /// Appends a session-close marker.
     fn append_close(&self, session_id: &str, after: i64) -> Result<i64, StoreError>;
     /// Log entries after `position`, at most `limit`.
