@@ -378,14 +378,14 @@ fn parse_range<S: StepSink>(
         let upto = if at_end {
             filled
         } else {
-            match buf[..filled].iter().rposition(|&b| b == b'\n') {
+            match memchr::memrchr(b'\n', &buf[..filled]) {
                 Some(i) => i + 1,
                 None => continue,
             }
         };
         let mut off = 0usize;
         while off < upto {
-            let nl = buf[off..upto].iter().position(|&b| b == b'\n');
+            let nl = memchr::memchr(b'\n', &buf[off..upto]);
             let raw = &buf[off..nl.map_or(upto, |i| off + i)];
             let line_start = base + off as u64;
             off = nl.map_or(upto, |i| off + i + 1);

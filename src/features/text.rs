@@ -37,20 +37,40 @@ pub struct TextScores {
 pub struct Lexicons {
     vocab: HashMap<String, u32, crate::features::sequence::FnvState>,
     by_first: Vec<Vec<(usize, Vec<u32>)>>,
-    max_word_bytes: usize,
     /// Bit [`word_bit`] of `prefilter[len]` is set for each lexicon word of
     /// `len` bytes: most other words are ruled out without hashing.
-    prefilter: Vec<u64>,
+    prefilter: Vec<[u64; PREFILTER_WORDS]>,
     /// Version line of the lexicon files (stored in baselines).
     pub version: String,
     /// SHA-256 over the lexicon files, so a baseline names exactly what scored it.
     pub hash: String,
 }
 
-/// The prefilter bit of a (non-empty) word: from its first two and last bytes.
-fn word_bit(w: &[u8]) -> u64 {
-    let (a, b, z) = (w[0] as u64, w[w.len().min(2) - 1] as u64, w[w.len() - 1] as u64);
-    1 << ((a * 7 + b * 3 + z) & 63)
+/// Prefilter size per word length, in 64-bit words: 1,024 bits keep the
+/// filter sparse (under 4% set for the busiest length of the shipped lexicons).
+const PREFILTER_WORDS: usize = 16;
+
+/// The prefilter bit of a (non-empty) word, from its first two and last two
+/// bytes: (index into the filter, bit).
+fn word_bit(w: &[u8]) -> (usize, u64) {
+    let n = w.len();
+    let key = u64::from(w[0])
+        | u64::from(w[n.min(2) - 1]) << 8
+        | u64::from(w[n.saturating_sub(2)]) << 16
+        | u64::from(w[n - 1]) << 24;
+    let h = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize; // 10 bits
+    (h >> 6, 1 << (h & 63))
+}
+
+impl Lexicons {
+    /// Whether a lowercase word may be in the vocabulary (no false negatives).
+    fn may_contain(&self, w: &str) -> bool {
+        let Some(filter) = self.prefilter.get(w.len()) else {
+            return false;
+        };
+        let (i, bit) = word_bit(w.as_bytes());
+        filter[i] & bit != 0
+    }
 }
 
 /// Id of a word that is in no lexicon.
@@ -99,14 +119,14 @@ impl Lexicons {
             phrases.sort_by_key(|p| std::cmp::Reverse(p.1.len())); // longest first
         }
         let max_word_bytes = vocab.keys().map(String::len).max().unwrap_or(0);
-        let mut prefilter = vec![0u64; max_word_bytes + 1];
+        let mut prefilter = vec![[0u64; PREFILTER_WORDS]; max_word_bytes + 1];
         for w in vocab.keys() {
-            prefilter[w.len()] |= word_bit(w.as_bytes());
+            let (i, bit) = word_bit(w.as_bytes());
+            prefilter[w.len()][i] |= bit;
         }
         Lexicons {
             vocab,
             by_first,
-            max_word_bytes,
             prefilter,
             version,
             hash: hex::encode(hasher.finalize()),
@@ -122,10 +142,10 @@ impl Lexicons {
         IDS.with_borrow_mut(|ids| {
             ids.clear();
             for_each_word(text, |w| {
-                let id = if w.len() > self.max_word_bytes || self.prefilter[w.len()] & word_bit(w.as_bytes()) == 0 {
-                    NOT_IN_LEXICON
-                } else {
+                let id = if self.may_contain(w) {
                     self.vocab.get(w).copied().unwrap_or(NOT_IN_LEXICON)
+                } else {
+                    NOT_IN_LEXICON
                 };
                 ids.push(id);
             });
