@@ -275,7 +275,6 @@ pub fn train_rows(
         kept.insert(key.clone(), keep);
     }
 
-    let aggregates = aggregate(rows, &kept)?;
     // Segments are independent: build and design them on every core. An
     // agent's pool that holds exactly its one task segment's sessions is
     // that segment under another name: it is copied, not built again.
@@ -303,6 +302,7 @@ pub fn train_rows(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, todo.len().max(1));
+    let aggregates = aggregate_parts(rows, todo.iter().map(|&i| work[i]), threads)?;
     let mut built: Vec<Option<Result<SegmentBaseline, TrainError>>> = (0..work.len()).map(|_| None).collect();
     let done: Vec<(usize, Result<SegmentBaseline, TrainError>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -399,7 +399,8 @@ fn pooled_task_types(rows: &[SessionRow], key: &SegmentKey, idx: &[usize]) -> Ve
 /// Phase-I cleaning: (kept indices, excluded with reasons).
 fn phase1(rows: &[SessionRow], idx: &[usize], cfg: &TrainConfig) -> (Vec<usize>, Vec<(usize, String)>) {
     let mut worst: Vec<(f64, usize, String)> = Vec::new();
-    let mut score: HashMap<usize, (f64, String)> = HashMap::new();
+    // Per session: its largest |z|, and the feature, z and value behind it.
+    let mut score: HashMap<usize, (f64, Feature, f64, f64), FnvState> = HashMap::default();
     for &f in PHASE1_FEATURES {
         let vals: Vec<(usize, f64)> = idx
             .iter()
@@ -417,18 +418,19 @@ fn phase1(rows: &[SessionRow], idx: &[usize], cfg: &TrainConfig) -> (Vec<usize>,
         }
         for (i, x) in vals {
             let z = (x - med) / mad;
-            let e = score.entry(i).or_insert((0.0, String::new()));
+            let e = score.entry(i).or_insert((0.0, f, 0.0, 0.0));
             if z.abs() > e.0 {
-                *e = (
-                    z.abs(),
-                    format!("{} robust z {z:.1} (value {:.4})", f.name(), x.exp() - 1.0),
-                );
+                *e = (z.abs(), f, z, x);
             }
         }
     }
-    for (i, (z, reason)) in score {
-        if z > cfg.phase1_robust_z {
-            worst.push((z, i, reason));
+    for (i, (z_abs, f, z, x)) in score {
+        if z_abs > cfg.phase1_robust_z {
+            worst.push((
+                z_abs,
+                i,
+                format!("{} robust z {z:.1} (value {:.4})", f.name(), x.exp() - 1.0),
+            ));
         }
     }
     worst.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -483,6 +485,38 @@ impl Codes {
         self.names.push(name.to_string());
         c
     }
+}
+
+/// [`aggregate`] on `threads` shares of the segments at once (segments
+/// given largest first; each goes to the share with the fewest sessions).
+fn aggregate_parts<'a>(
+    rows: &[SessionRow],
+    segments: impl Iterator<Item = (&'a SegmentKey, &'a Vec<usize>)>,
+    threads: usize,
+) -> Result<HashMap<String, Aggregates>, TrainError> {
+    let mut parts: Vec<BTreeMap<SegmentKey, Vec<usize>>> = vec![BTreeMap::new(); threads.max(1)];
+    let mut load = vec![0usize; parts.len()];
+    for (key, idx) in segments {
+        let j = (0..load.len()).min_by_key(|&j| load[j]).unwrap_or(0);
+        load[j] += idx.len();
+        parts[j].insert(key.clone(), idx.clone());
+    }
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| scope.spawn(|| aggregate(rows, p)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("aggregation threads do not panic"))
+            .collect()
+    });
+    let mut out = HashMap::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
 }
 
 /// One polars pass per table: sessions, transitions, tools, all grouped by
@@ -779,7 +813,7 @@ fn build_segment(
         .collect();
     states.extend(tool_names.iter().map(|s| s.to_string()));
     let k = states.len();
-    let pos: HashMap<&str, usize> = states.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let pos: HashMap<&str, usize, FnvState> = states.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let mut counts = vec![0.0; k * k];
     for (a, b, n) in &agg.transitions {
         counts[pos[a.as_str()] * k + pos[b.as_str()]] += n;
@@ -811,7 +845,7 @@ fn build_segment(
     let mut tool_counts: Vec<f64> = agg.tools.iter().map(|(_, n)| *n).collect();
     tools.push(NEW_TOOL.into());
     tool_counts.push(0.0);
-    let tpos: HashMap<&str, usize> = tools.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let tpos: HashMap<&str, usize, FnvState> = tools.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let tool_cells = |i: usize| -> Vec<(usize, f64)> {
         feats(i)
             .tool_counts
@@ -983,29 +1017,38 @@ fn dispersion(
 type Ngrams = (Vec<(String, String, u64)>, Vec<(String, String, String, u64)>);
 
 fn ngrams(rows: &[SessionRow], idx: &[usize]) -> Ngrams {
-    let mut bi: HashMap<(String, String), u64> = HashMap::new();
-    let mut tri: HashMap<(String, String, String), u64> = HashMap::new();
+    let mut bi: HashMap<(&str, &str), u64, FnvState> = HashMap::default();
+    let mut tri: HashMap<(&str, &str, &str), u64, FnvState> = HashMap::default();
+    let mut tools: Vec<&str> = Vec::new();
     for &i in idx {
-        let tools: Vec<&String> = rows[i]
-            .features
-            .states
-            .iter()
-            .filter(|s| s.as_str() != REASON)
-            .collect();
+        tools.clear();
+        tools.extend(
+            rows[i]
+                .features
+                .states
+                .iter()
+                .map(String::as_str)
+                .filter(|s| *s != REASON),
+        );
         for w in tools.windows(2) {
-            *bi.entry((w[0].clone(), w[1].clone())).or_insert(0) += 1;
+            *bi.entry((w[0], w[1])).or_insert(0) += 1;
         }
         for w in tools.windows(3) {
-            *tri.entry((w[0].clone(), w[1].clone(), w[2].clone())).or_insert(0) += 1;
+            *tri.entry((w[0], w[1], w[2])).or_insert(0) += 1;
         }
     }
     let mut bi: Vec<_> = bi.into_iter().map(|((a, b), n)| (a, b, n)).collect();
-    bi.sort_by(|x, y| y.2.cmp(&x.2).then_with(|| (&x.0, &x.1).cmp(&(&y.0, &y.1))));
+    bi.sort_by(|x, y| y.2.cmp(&x.2).then_with(|| (x.0, x.1).cmp(&(y.0, y.1))));
     bi.truncate(10);
     let mut tri: Vec<_> = tri.into_iter().map(|((a, b, c), n)| (a, b, c, n)).collect();
-    tri.sort_by(|x, y| y.3.cmp(&x.3).then_with(|| (&x.0, &x.1, &x.2).cmp(&(&y.0, &y.1, &y.2))));
+    tri.sort_by(|x, y| y.3.cmp(&x.3).then_with(|| (x.0, x.1, x.2).cmp(&(y.0, y.1, y.2))));
     tri.truncate(10);
-    (bi, tri)
+    (
+        bi.into_iter().map(|(a, b, n)| (a.into(), b.into(), n)).collect(),
+        tri.into_iter()
+            .map(|(a, b, c, n)| (a.into(), b.into(), c.into(), n))
+            .collect(),
+    )
 }
 
 /// Loop statistic with a geometric tail beyond the empirical part: k0 is the
