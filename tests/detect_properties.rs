@@ -5,12 +5,12 @@ use agentdrift::baseline::TrainConfig;
 use agentdrift::baseline::train::train;
 use agentdrift::engine::Scorer;
 use agentdrift::model::{PriceTable, Status, Step, StepKind};
-use agentdrift::spc::ChartError;
 use agentdrift::spc::bernoulli::{BernoulliCusum, BernoulliDesign};
 use agentdrift::spc::cusum::{Cusum, CusumDesign};
 use agentdrift::spc::ewma::{Ewma, EwmaDesign, EwmaLimits};
 use agentdrift::spc::hotelling::HotellingT2;
 use agentdrift::spc::shewhart::{Rules, Shewhart, ShewhartDesign};
+use agentdrift::spc::{ChartError, Direction};
 use proptest::prelude::*;
 use std::sync::{Arc, OnceLock};
 
@@ -43,6 +43,21 @@ proptest! {
             }
         }
         prop_assert!(e.statistic().is_finite() || e.statistic().is_infinite());
+    }
+
+    #[test]
+    fn shewhart_signals_name_the_bound_their_rule_crossed(xs in proptest::collection::vec(-4.0f64..4.0, 0..300)) {
+        let d = ShewhartDesign::new(Rules::ALL, 3.0).unwrap();
+        let mut s = Shewhart::new(d);
+        for x in xs {
+            if let Some(sig) = s.observe(x).unwrap() {
+                let rule = sig.rule.unwrap();
+                let expected = [3.0, 2.0, 1.0, 0.0][usize::from(rule) - 1];
+                prop_assert!((sig.limit - expected).abs() < 1e-12, "rule {} limit {}", rule, sig.limit);
+                let signed = if sig.direction == Direction::Up { sig.statistic } else { -sig.statistic };
+                prop_assert!(signed >= sig.limit, "rule {} point {} not beyond {}", rule, sig.statistic, sig.limit);
+            }
+        }
     }
 
     #[test]

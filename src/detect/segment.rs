@@ -699,8 +699,11 @@ fn univariate_event(
         exemplars,
         observations: recent.into_iter().cloned().collect(),
         message: format!(
-            "{name} drifted {dir}: recent mean {observed:.4} vs baseline median {median:.4} ({} statistic {:.3} beyond {:.3})",
-            r.spec.family, s.statistic, s.limit
+            "{name} drifted {dir}: recent mean {observed:.4} vs baseline median {median:.4} ({}{} statistic {:.3} beyond {:.3})",
+            r.spec.family,
+            s.rule.map_or(String::new(), |k| format!(" rule {k}")),
+            s.statistic,
+            s.limit
         ),
     }
 }

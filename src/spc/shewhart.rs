@@ -184,6 +184,18 @@ impl ShewhartDesign {
     }
 
     /// Zone of x, or the side of a rule-1 signal.
+    /// The bound (in σ, on the side of the signal) that the point which
+    /// fired `rule` lies beyond: c for rule 1, the zone edges 2c/3 and c/3
+    /// for rules 2 and 3, the centre line for rule 4's run.
+    pub fn rule_limit(&self, rule: u8) -> f64 {
+        match rule {
+            2 => 2.0 * self.c / 3.0,
+            3 => self.c / 3.0,
+            4 => 0.0,
+            _ => self.c,
+        }
+    }
+
     fn zone(&self, x: f64) -> Result<Zone, Direction> {
         let c = self.c;
         let a = x.abs();
@@ -301,7 +313,7 @@ impl Shewhart {
             self.state = RuleState::default();
             Signal {
                 statistic: x,
-                limit: self.design.c,
+                limit: self.design.rule_limit(rule),
                 direction,
                 rule: Some(rule),
             }
