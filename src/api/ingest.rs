@@ -99,13 +99,9 @@ async fn commit(
 fn parse_ndjson(body: &[u8]) -> (Vec<NewStep>, Vec<RecordError>) {
     let mut steps = Vec::new();
     let mut errors = Vec::new();
-    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    for (line_no, _, line) in native::NdjsonRecords::new(body) {
         let record = |field: Option<String>, message: String| RecordError {
-            location: Location::Line(i + 1),
+            location: Location::Line(line_no),
             field,
             message,
         };

@@ -383,30 +383,22 @@ fn parse_range<S: StepSink>(
                 None => continue,
             }
         };
-        let mut off = 0usize;
-        while off < upto {
-            let nl = memchr::memchr(b'\n', &buf[off..upto]);
-            let raw = &buf[off..nl.map_or(upto, |i| off + i)];
-            let line_start = base + off as u64;
-            off = nl.map_or(upto, |i| off + i + 1);
-            read.lines += 1;
-            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
+        let mut records = ingest::native::NdjsonRecords::new(&buf[..upto]);
+        for (line_no, off, line) in records.by_ref() {
             match ingest::native::parse_json_step(line) {
                 Ok(mut step) => {
                     read.costs_computed += usize::from(prices.fill_cost(&mut step));
-                    sink.push(step, order_key(fi, line_start as usize));
+                    sink.push(step, order_key(fi, (base + off as u64) as usize));
                     read.steps += 1;
                 }
                 Err((field, message)) => read.errors.push(RecordError {
-                    location: ingest::Location::Line(read.lines),
+                    location: ingest::Location::Line(read.lines + line_no),
                     field,
                     message,
                 }),
             }
         }
+        read.lines += records.lines();
         buf.copy_within(upto..filled, 0);
         filled -= upto;
         base += upto as u64;

@@ -21,18 +21,60 @@ pub fn parse_json_step(line: &[u8]) -> Result<Step, (Option<String>, String)> {
     Ok(step)
 }
 
+/// The non-blank lines of an NDJSON buffer, so that every NDJSON reader
+/// (files, request bodies, byte ranges) numbers lines the same way. Yields
+/// (1-based line number, byte offset of the line, the line without its
+/// `\n` or `\r\n`).
+pub struct NdjsonRecords<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    lines: usize,
+}
+
+impl<'a> NdjsonRecords<'a> {
+    /// Records of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> NdjsonRecords<'a> {
+        NdjsonRecords {
+            bytes,
+            pos: 0,
+            lines: 0,
+        }
+    }
+
+    /// Lines passed so far, blank ones included (after the last record:
+    /// the lines of the buffer).
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+}
+
+impl<'a> Iterator for NdjsonRecords<'a> {
+    type Item = (usize, usize, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pos < self.bytes.len() {
+            let start = self.pos;
+            let end = memchr::memchr(b'\n', &self.bytes[start..]).map_or(self.bytes.len(), |i| start + i);
+            self.pos = (end + 1).min(self.bytes.len());
+            self.lines += 1;
+            let raw = &self.bytes[start..end];
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                return Some((self.lines, start, line));
+            }
+        }
+        None
+    }
+}
+
 /// Reads NDJSON: blank lines are skipped, every other line is one step.
 pub fn read_ndjson(bytes: &[u8]) -> ReadOutput {
     let mut out = ReadOutput::default();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    for (line_no, _, line) in NdjsonRecords::new(bytes) {
         match parse_json_step(line) {
             Ok(step) => out.steps.push(step),
             Err((field, message)) => out.errors.push(RecordError {
-                location: Location::Line(i + 1),
+                location: Location::Line(line_no),
                 field,
                 message,
             }),
@@ -131,6 +173,19 @@ fn strip_position(message: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::StepKind;
+
+    #[test]
+    fn ndjson_records_number_every_line_and_skip_blank_ones() {
+        let bytes = b"a\r\n\n  \t\r\nbb\n{c}";
+        let mut r = NdjsonRecords::new(bytes);
+        let got: Vec<(usize, usize, &[u8])> = r.by_ref().collect();
+        assert_eq!(got, [(1, 0, &b"a"[..]), (4, 9, &b"bb"[..]), (5, 12, &b"{c}"[..])]);
+        assert_eq!(r.lines(), 5);
+        let mut r = NdjsonRecords::new(b"x\n\n");
+        assert_eq!(r.by_ref().count(), 1);
+        assert_eq!(r.lines(), 2, "a final newline ends a line; it does not start one");
+        assert_eq!(NdjsonRecords::new(b"").count(), 0);
+    }
 
     #[test]
     fn ndjson_reports_line_and_field_and_keeps_going() {
