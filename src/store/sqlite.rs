@@ -119,6 +119,7 @@ impl Checkpointer {
                     // WAL is large, further passes each copy only what was
                     // committed during the previous one, until that is little.
                     let mut pass = checkpoint(&conn);
+                    let mut residual_small = false;
                     if let Ok((_, mut wal, _)) = pass
                         && wal > WAL_RESTART_PAGES
                     {
@@ -126,12 +127,18 @@ impl Checkpointer {
                             pass = checkpoint(&conn);
                             match pass {
                                 Ok((_, now, _)) if now - wal > WAL_RESIDUAL_PAGES => wal = now,
-                                _ => break,
+                                _ => {
+                                    residual_small = true;
+                                    break;
+                                }
                             }
                         }
                     }
                     match pass {
-                        Ok((_, wal, _)) if wal > WAL_RESTART_PAGES => {
+                        // Wait for a quieter moment unless the WAL grows too large.
+                        Ok((_, wal, _))
+                            if wal > WAL_RESTART_PAGES && (residual_small || wal > 4 * WAL_RESTART_PAGES) =>
+                        {
                             // What was committed meanwhile is copied with the
                             // writer held back (on our lock, which wakes it at
                             // once, rather than SQLite's sleeping busy handler),
