@@ -62,17 +62,6 @@ fn word_bit(w: &[u8]) -> (usize, u64) {
     (h >> 6, 1 << (h & 63))
 }
 
-impl Lexicons {
-    /// Whether a lowercase word may be in the vocabulary (no false negatives).
-    fn may_contain(&self, w: &str) -> bool {
-        let Some(filter) = self.prefilter.get(w.len()) else {
-            return false;
-        };
-        let (i, bit) = word_bit(w.as_bytes());
-        filter[i] & bit != 0
-    }
-}
-
 /// Id of a word that is in no lexicon.
 const NOT_IN_LEXICON: u32 = u32::MAX;
 
@@ -131,6 +120,15 @@ impl Lexicons {
             version,
             hash: hex::encode(hasher.finalize()),
         }
+    }
+
+    /// Whether a lowercase word may be in the vocabulary (no false negatives).
+    fn may_contain(&self, w: &str) -> bool {
+        let Some(filter) = self.prefilter.get(w.len()) else {
+            return false;
+        };
+        let (i, bit) = word_bit(w.as_bytes());
+        filter[i] & bit != 0
     }
 
     /// Scores one text: counts of each lexicon's phrases (whole words,
