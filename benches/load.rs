@@ -5,7 +5,8 @@
 //! latency, and the server's resident memory as sessions accumulate.
 //!
 //! Run: `cargo bench --bench load` (optionally `-- STEPS CONNECTIONS BATCH
-//! [PHASE2_STEPS_PER_S]`; phase 2 runs at half the measured rate unless given).
+//! [PHASE2_STEPS_PER_S]`, default `600000 8 100`: STEPS per phase; phase 2
+//! runs at half the measured rate unless given).
 //! Sessions are resampled from ../shared/data with fresh ids.
 
 use agentdrift::model::group_sessions;
@@ -87,7 +88,7 @@ fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let target = args.first().copied().unwrap_or(600_000);
     let conns = args.get(1).copied().unwrap_or(8);
-    let batch = args.get(2).copied().unwrap_or(1000);
+    let batch = args.get(2).copied().unwrap_or(100);
     let shared =
         std::env::var("AGENTDRIFT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into());
     let dir = tempfile::tempdir().unwrap();
