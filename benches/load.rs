@@ -141,6 +141,8 @@ fn main() {
             dir.path().join("data").to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "off",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -37,6 +37,18 @@ pub struct ServeConfig {
     pub task_type_attributes: Vec<String>,
     /// Seconds between detector-state snapshots.
     pub snapshot_secs: u64,
+    /// OTLP: seconds of quiet after a trace's root span arrived before its
+    /// sessions are assembled and scored.
+    pub trace_settle_secs: u64,
+    /// OTLP: seconds of quiet after which a trace whose root never came is
+    /// assembled anyway (identity `unresolved`).
+    pub trace_timeout_secs: u64,
+    /// OTLP: a session with no other outcome gets one from its root spans' status.
+    pub root_status_outcome: bool,
+    /// Seconds after a session's last step within which a reported outcome still feeds the charts.
+    pub outcome_window_secs: u64,
+    /// OTLP/gRPC address (empty: no gRPC receiver).
+    pub otlp_grpc_listen: String,
 }
 
 impl Default for ServeConfig {
@@ -50,6 +62,11 @@ impl Default for ServeConfig {
             prices: None,
             task_type_attributes: Vec::new(),
             snapshot_secs: 30,
+            trace_settle_secs: 5,
+            trace_timeout_secs: 300,
+            root_status_outcome: true,
+            outcome_window_secs: 86_400,
+            otlp_grpc_listen: "127.0.0.1:4317".into(),
         }
     }
 }
@@ -124,6 +141,10 @@ impl Config {
                 "AGENTDRIFT_IDLE_TIMEOUT_SECS" => self.serve.idle_timeout_secs = num(k, v)?,
                 "AGENTDRIFT_MAX_BODY_BYTES" => self.serve.max_body_bytes = num(k, v)? as usize,
                 "AGENTDRIFT_SNAPSHOT_SECS" => self.serve.snapshot_secs = num(k, v)?,
+                "AGENTDRIFT_TRACE_SETTLE_SECS" => self.serve.trace_settle_secs = num(k, v)?,
+                "AGENTDRIFT_TRACE_TIMEOUT_SECS" => self.serve.trace_timeout_secs = num(k, v)?,
+                "AGENTDRIFT_OUTCOME_WINDOW_SECS" => self.serve.outcome_window_secs = num(k, v)?,
+                "AGENTDRIFT_OTLP_GRPC_LISTEN" => self.serve.otlp_grpc_listen = v.clone(),
                 "AGENTDRIFT_PRICES" => self.serve.prices = Some(v.clone()),
                 "AGENTDRIFT_LOG_FORMAT" => {
                     if v != "json" && v != "text" {

@@ -25,7 +25,7 @@ fn halves() -> (Vec<Step>, Vec<Step>) {
     let steps = read(Format::Ndjson, &bytes, &ReadOptions::default()).steps;
     steps.into_iter().partition(|s| {
         let trial: u32 = s.session_id.rsplit("-t").next().unwrap().parse().unwrap();
-        trial % 2 == 0
+        trial.is_multiple_of(2)
     })
 }
 

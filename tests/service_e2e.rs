@@ -14,6 +14,8 @@ pub struct Server {
     child: Child,
     /// Base URL.
     pub url: String,
+    /// OTLP/gRPC URL.
+    pub grpc_url: String,
 }
 
 impl Server {
@@ -27,6 +29,8 @@ impl Server {
             "--data-dir",
             data_dir.to_str().unwrap(),
             "--listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
             "127.0.0.1:0",
         ])
         .env("RUST_LOG", "warn")
@@ -44,7 +48,18 @@ impl Server {
                 break addr.to_string();
             }
         };
-        Server { child, url }
+        let grpc_url = loop {
+            let line = lines
+                .next()
+                .expect("server printed its gRPC address")
+                .expect("read stdout");
+            if let Some(addr) = line.strip_prefix("otlp-grpc on ") {
+                break addr.to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url, grpc_url }
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -104,6 +119,23 @@ async fn post_ndjson(c: &reqwest::Client, url: &str, lines: &[String]) -> reqwes
         .unwrap()
 }
 
+/// Polls a session's replay until it holds at least `n` steps (OTLP
+/// sessions appear once their trace settles).
+pub async fn wait_for_steps(c: &reqwest::Client, base: &str, session: &str, n: usize) -> Value {
+    let url = format!("{base}/v1/sessions/{session}/replay");
+    for _ in 0..300 {
+        let r = c.get(&url).send().await.unwrap();
+        if r.status().is_success() {
+            let v: Value = r.json().await.unwrap();
+            if v["steps"].as_array().is_some_and(|s| s.len() >= n) {
+                return v;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("session {session} did not reach {n} steps within 30 s");
+}
+
 async fn get_json(c: &reqwest::Client, url: &str) -> Value {
     let r = c.get(url).send().await.unwrap();
     assert!(r.status().is_success(), "GET {url}: {}", r.status());
@@ -142,7 +174,7 @@ fn held_back(dir: &Path) -> (PathBuf, Vec<(String, Vec<String>)>) {
 }
 
 /// A session that calls the same tool with the same arguments 40 times.
-fn looping_session(id: &str) -> Vec<String> {
+pub fn looping_session(id: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let mut seq = 0;
     let mut push = |v: Value| {
@@ -477,7 +509,11 @@ async fn bad_input_gets_4xx_with_the_field_named_and_the_server_stays_up() {
 async fn otlp_fixtures_become_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let baseline = crate::support::repo().join("baselines/taubench-gpt-4o-airline.adb");
-    let server = Server::start(&baseline, &dir.path().join("data"), &[]);
+    let server = Server::start(
+        &baseline,
+        &dir.path().join("data"),
+        &[("AGENTDRIFT_TRACE_SETTLE_SECS", "1")],
+    );
     let c = client();
     let url = &server.url;
     let pb = std::fs::read(crate::support::repo().join("fixtures/otel/genai_multiagent.pb")).unwrap();
@@ -497,7 +533,7 @@ async fn otlp_fixtures_become_sessions() {
         .send()
         .await
         .unwrap();
-    let replay = get_json(&c, &format!("{url}/v1/sessions/conv-ma-1/replay")).await;
+    let replay = wait_for_steps(&c, url, "conv-ma-1", 9).await;
     let steps = replay["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 9);
     assert_eq!(steps.iter().filter(|s| s["kind"] == "handoff").count(), 2);
@@ -681,20 +717,10 @@ async fn sigkill_loses_nothing_acknowledged_and_scoring_continues() {
     server.terminate();
 }
 
-/// The Python interpreter with the OpenTelemetry exporter (`.ci/run` makes a venv and sets this).
+/// A Python with the OpenTelemetry exporter, provisioned by the test itself.
 fn python() -> String {
-    let py = std::env::var("AGENTDRIFT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import opentelemetry.exporter.otlp.proto.http.trace_exporter"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{py} cannot import the OpenTelemetry OTLP/HTTP exporter: run \
-         `python3 -m venv ~/.cache/agentdrift-venv && ~/.cache/agentdrift-venv/bin/pip install -r fixtures/otel/requirements-exporter.txt` \
-         and set AGENTDRIFT_PYTHON=~/.cache/agentdrift-venv/bin/python (.ci/run does this)"
-    );
-    py
+    let req = crate::support::repo().join("fixtures/otel/requirements-exporter.txt");
+    crate::support::python_env("exporter", &req).display().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,7 +728,11 @@ async fn the_unmodified_python_otlp_exporter_creates_sessions() {
     let py = python();
     let dir = tempfile::tempdir().unwrap();
     let baseline = crate::support::repo().join("baselines/taubench-gpt-4o-airline.adb");
-    let server = Server::start(&baseline, &dir.path().join("data"), &[]);
+    let server = Server::start(
+        &baseline,
+        &dir.path().join("data"),
+        &[("AGENTDRIFT_TRACE_SETTLE_SECS", "1")],
+    );
     let script = crate::support::repo().join("fixtures/otel/send_with_exporter.py");
     for (conv, compression) in [("exporter-conv-1", "none"), ("exporter-conv-gzip", "gzip")] {
         let (py2, script2, url2, conv2) = (py.clone(), script.clone(), server.url.clone(), conv.to_string());
@@ -720,7 +750,7 @@ async fn the_unmodified_python_otlp_exporter_creates_sessions() {
             String::from_utf8_lossy(&out.stderr)
         );
         let c = client();
-        let replay = get_json(&c, &format!("{}/v1/sessions/{conv}/replay", server.url)).await;
+        let replay = wait_for_steps(&c, &server.url, conv, 7).await;
         let steps = replay["steps"].as_array().unwrap();
         let kinds: Vec<&str> = steps.iter().map(|s| s["kind"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["llm", "tool", "llm", "tool", "llm", "tool", "end"], "{conv}");
@@ -735,5 +765,154 @@ async fn the_unmodified_python_otlp_exporter_creates_sessions() {
         let report = get_json(&c, &format!("{}/v1/sessions/{conv}", server.url)).await;
         assert_eq!(report["outcome"], "success");
     }
+    server.terminate();
+}
+
+/// A session without an end step closes idle; its outcome, reported later
+/// through the API, reaches the rates; an unknown session is 404, a bad
+/// body 400 naming the field, a second outcome is recorded but not charted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_reported_later_reach_the_rates_within_their_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = crate::support::repo().join("baselines/taubench-gpt-4o-airline.adb");
+    let server = Server::start(
+        &baseline,
+        &dir.path().join("data"),
+        &[("AGENTDRIFT_IDLE_TIMEOUT_SECS", "1")],
+    );
+    let c = client();
+    let url = &server.url;
+    let mut lines = looping_session("late-outcome");
+    lines.truncate(7); // no end step: the session closes idle, outcome unknown
+    assert_eq!(post_ndjson(&c, url, &lines).await.status(), 200);
+    let report = loop {
+        let r = get_json(&c, &format!("{url}/v1/sessions/late-outcome")).await;
+        if r["status"] == "closed" {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report["outcome"], Value::Null);
+    let seg = format!("{url}/v1/segments/taubench-airline/gpt-4o/airline");
+    let before = get_json(&c, &seg).await;
+    assert_eq!(before["live"]["sessions"], 1);
+    assert_eq!(before["live"]["success_rate"], Value::Null, "no outcome yet");
+    let post = |id: &str, body: &str| {
+        c.post(format!("{url}/v1/sessions/{id}/outcome"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let r = post("late-outcome", r#"{"outcome": "failure", "reward": 0.0}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        (answer["session"].as_str(), answer["charted"].as_bool()),
+        (Some("closed"), Some(true))
+    );
+    let after = loop {
+        let s = get_json(&c, &seg).await;
+        if s["live"]["success_rate"] != Value::Null {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(after["live"]["success_rate"], 0.0, "the late failure counts");
+    let report = get_json(&c, &format!("{url}/v1/sessions/late-outcome")).await;
+    assert_eq!(
+        (report["outcome"].as_str(), report["outcome_source"].as_str()),
+        (Some("failure"), Some("explicit"))
+    );
+    let listed = get_json(&c, &format!("{url}/v1/sessions?agent=taubench-airline/gpt-4o")).await;
+    let row = &listed["sessions"][0];
+    assert_eq!(
+        (row["session_id"].as_str(), row["outcome"].as_str()),
+        (Some("late-outcome"), Some("failure"))
+    );
+    // Again: recorded, not charted twice.
+    let again: Value = post("late-outcome", r#"{"outcome": "success"}"#)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["charted"], false, "{again}");
+    let r = post("nobody", r#"{"outcome": "success"}"#).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post("late-outcome", r#"{"outcome": "great"}"#).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("outcome"), "{body}");
+    server.terminate();
+}
+
+/// OTLP/gRPC: gzip-compressed exports, partial success naming the bad span,
+/// retries stored once; logs over gRPC too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_grpc_takes_gzip_reports_partial_success_and_deduplicates() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = crate::support::repo().join("baselines/taubench-gpt-4o-airline.adb");
+    let server = Server::start(
+        &baseline,
+        &dir.path().join("data"),
+        &[("AGENTDRIFT_TRACE_SETTLE_SECS", "1")],
+    );
+    let steps: Vec<Step> = looping_session("grpc-session")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut spans = crate::support::otlp::session_spans(&steps, "grpc-conv", 42);
+    let n = spans.len();
+    // One tool span that cannot be read: no tool name.
+    let bad = spans.iter_mut().find(|s| s.name.starts_with("execute_tool")).unwrap();
+    bad.name = String::new();
+    bad.attributes.retain(|kv| kv.key != "gen_ai.tool.name");
+    let req = crate::support::otlp::request(spans, "grpc-test");
+    let mut grpc = TraceServiceClient::connect(server.grpc_url.clone())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let resp = grpc.export(req.clone()).await.unwrap().into_inner();
+    let p = resp.partial_success.expect("one span rejected");
+    assert_eq!(p.rejected_spans, 1);
+    assert!(p.error_message.contains("gen_ai.tool.name"), "{}", p.error_message);
+    // The retry stores nothing new.
+    grpc.export(req).await.unwrap();
+    let c = client();
+    let replay = wait_for_steps(&c, &server.url, "grpc-conv", n - 1).await;
+    let steps = replay["steps"].as_array().unwrap();
+    // 40 model calls, 39 tool calls (one rejected), the user turn, the outcome.
+    assert_eq!(steps.iter().filter(|s| s["kind"] == "llm").count(), 40);
+    assert_eq!(steps.iter().filter(|s| s["kind"] == "tool").count(), 39);
+    assert_eq!(steps.iter().filter(|s| s["kind"] == "user").count(), 1);
+    assert_eq!(steps.last().unwrap()["kind"], "end");
+    let metrics = c
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("agentdrift_ingest_duplicate_steps_total"), "{metrics}");
+    let dup: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("agentdrift_ingest_duplicate_steps_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap();
+    assert_eq!(dup as usize, n - 1, "every span of the retry was a duplicate");
+    // Logs: a request with no GenAI event is accepted and counted as ignored.
+    let mut logs = LogsServiceClient::connect(server.grpc_url.clone()).await.unwrap();
+    let r = logs
+        .export(ExportLogsServiceRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.partial_success.is_none());
     server.terminate();
 }

@@ -22,5 +22,9 @@ mod detect_real_data;
 mod detect_properties;
 // The service binary over HTTP: end to end, bad input, OTLP, crash recovery.
 mod service_e2e;
+// One agent run over OTLP, batched three ways (and across restarts): the same sessions and events.
+mod otlp_batching;
+// Real OpenTelemetry instrumentations (openai-v2, OpenInference, Agents SDK, OpenLLMetry, LangGraph) over HTTP and gRPC.
+mod otel_clients;
 // Injected drifts, the evaluation table and the demo on the shared data.
 mod eval_real_data;

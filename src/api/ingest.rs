@@ -1,5 +1,7 @@
-//! `POST /v1/steps` (native NDJSON / MessagePack) and `POST /v1/traces`
-//! (OTLP/HTTP protobuf or JSON).
+//! `POST /v1/steps` (native NDJSON / MessagePack), `POST /v1/traces` and
+//! `POST /v1/logs` (OTLP/HTTP protobuf or JSON), and `POST
+//! /v1/sessions/{id}/outcome`. The OTLP/gRPC receiver ([`super::grpc`])
+//! shares [`accept_traces`] and [`accept_logs`].
 //!
 //! Native batches are all-or-nothing: if any record is invalid the request
 //! gets 422 listing every bad record (line or record index, field, message)
@@ -10,18 +12,26 @@
 
 use super::error::ApiError;
 use super::{RawBody, media_type};
+use crate::ingest::otel::{self, logs};
 use crate::ingest::{Format, Location, RecordError, native, otlp};
+use crate::model::Outcome;
 use crate::service::Shared;
 use crate::service::metrics::FormatLabel;
-use crate::store::NewStep;
+use crate::store::{NewRecord, NewStep, OutcomeReport};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,53 +42,50 @@ pub const STEP_TYPES: &[&str] = &[
     "application/msgpack",
     "application/x-msgpack",
 ];
-/// Media types of `POST /v1/traces`.
-pub const TRACE_TYPES: &[&str] = &["application/x-protobuf", "application/json"];
+/// Media types of `POST /v1/traces` and `POST /v1/logs`.
+pub const OTLP_TYPES: &[&str] = &["application/x-protobuf", "application/json"];
 
 /// Answer to an accepted batch.
 #[derive(Debug, Serialize)]
 pub struct IngestResponse {
-    /// Steps newly stored.
+    /// Records newly stored.
     pub accepted: usize,
-    /// Steps already stored (a retried request), skipped.
+    /// Records already stored (a retried request), skipped.
     pub duplicates: usize,
     /// Sessions the batch touched.
     pub sessions: usize,
 }
 
+fn count_rejected(state: &Shared, format: Format, n: usize) {
+    if n > 0 {
+        state
+            .metrics
+            .ingest_rejected
+            .get_or_create(&FormatLabel {
+                format: format.as_str().into(),
+            })
+            .inc_by(n as u64);
+    }
+}
+
 fn reject(state: &Shared, format: Format, errors: Vec<RecordError>) -> ApiError {
-    state
-        .metrics
-        .ingest_rejected
-        .get_or_create(&FormatLabel {
-            format: format.as_str().into(),
-        })
-        .inc_by(errors.len() as u64);
+    count_rejected(state, format, errors.len());
     ApiError::InvalidRecords(errors)
 }
 
+/// Appends records and waits until they are durable.
 async fn commit(
     state: &Shared,
     format: Format,
-    steps: Vec<NewStep>,
+    records: Vec<NewRecord>,
     started: Instant,
-) -> Result<IngestResponse, ApiError> {
-    let sessions: BTreeSet<&str> = steps.iter().map(|s| s.step.session_id.as_str()).collect();
-    let n_sessions = sessions.len();
-    let traces: BTreeSet<&str> = steps.iter().filter_map(|s| s.step.trace_id.as_deref()).collect();
-    tracing::debug!(
-        steps = steps.len(),
-        session_ids = ?sessions.iter().take(5).collect::<Vec<_>>(),
-        trace_ids = ?traces.iter().take(5).collect::<Vec<_>>(),
-        format = format.as_str(),
-        "ingest"
-    );
+) -> Result<crate::store::Appended, ApiError> {
     let _permit = state
         .inflight
         .acquire()
         .await
         .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
-    let appended = state.writer.append(steps, crate::service::now_ms()).await?;
+    let appended = state.writer.append(records, crate::service::now_ms()).await?;
     state
         .metrics
         .ingest_steps
@@ -88,15 +95,11 @@ async fn commit(
         .inc_by(appended.stored.len() as u64);
     state.metrics.ingest_duplicates.inc_by(appended.duplicates as u64);
     state.metrics.ack_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(IngestResponse {
-        accepted: appended.stored.len(),
-        duplicates: appended.duplicates,
-        sessions: n_sessions,
-    })
+    Ok(appended)
 }
 
 /// Parses an NDJSON body keeping each line's bytes as the stored record.
-fn parse_ndjson(body: &[u8]) -> (Vec<NewStep>, Vec<RecordError>) {
+fn parse_ndjson(body: &[u8]) -> (Vec<NewRecord>, Vec<RecordError>) {
     let mut steps = Vec::new();
     let mut errors = Vec::new();
     for (line_no, _, line) in native::NdjsonRecords::new(body) {
@@ -110,11 +113,10 @@ fn parse_ndjson(body: &[u8]) -> (Vec<NewStep>, Vec<RecordError>) {
             continue;
         };
         match native::parse_json_step(line) {
-            Ok(step) => steps.push(NewStep {
+            Ok(step) => steps.push(NewRecord::Step(NewStep {
                 step,
                 raw: text.to_string(),
-                assign_seq: false,
-            }),
+            })),
             Err((field, message)) => errors.push(record(field, message)),
         }
     }
@@ -128,7 +130,7 @@ pub async fn post_steps(
     RawBody(body): RawBody,
 ) -> Result<Json<IngestResponse>, ApiError> {
     let started = Instant::now();
-    let (format, steps, errors) = match media_type(&headers).as_str() {
+    let (format, records, errors) = match media_type(&headers).as_str() {
         "application/x-ndjson" | "application/jsonl" | "application/ndjson" | "application/x-jsonlines" => {
             let (s, e) = parse_ndjson(&body);
             (Format::Ndjson, s, e)
@@ -138,10 +140,11 @@ pub async fn post_steps(
             let steps = out
                 .steps
                 .into_iter()
-                .map(|step| NewStep {
-                    raw: serde_json::to_string(&step).expect("steps serialise"),
-                    step,
-                    assign_seq: false,
+                .map(|step| {
+                    NewRecord::Step(NewStep {
+                        raw: serde_json::to_string(&step).expect("steps serialise"),
+                        step,
+                    })
                 })
                 .collect();
             (Format::Msgpack, steps, out.errors)
@@ -156,10 +159,135 @@ pub async fn post_steps(
     if !errors.is_empty() {
         return Err(reject(&state, format, errors));
     }
-    if steps.is_empty() {
+    if records.is_empty() {
         return Err(ApiError::BadBody("the body holds no steps".into()));
     }
-    Ok(Json(commit(&state, format, steps, started).await?))
+    let sessions: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            NewRecord::Step(n) => Some(n.step.session_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let n_sessions = sessions.len();
+    let n = records.len();
+    let appended = commit(&state, format, records, started).await?;
+    tracing::debug!(steps = n, sessions = n_sessions, format = format.as_str(), "accepted");
+    Ok(Json(IngestResponse {
+        accepted: appended.stored.len(),
+        duplicates: appended.duplicates,
+        sessions: n_sessions,
+    }))
+}
+
+/// What an OTLP export left out, for `partial_success`.
+#[derive(Debug, Default)]
+pub struct Partial {
+    /// Items rejected.
+    pub rejected: usize,
+    /// Why, the first ten named.
+    pub message: String,
+}
+
+fn partial_of(errors: &[RecordError]) -> Partial {
+    Partial {
+        rejected: errors.len(),
+        message: errors
+            .iter()
+            .take(10)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// Stores the spans of a traces export; the partial-success answer names what was rejected.
+pub async fn accept_traces(
+    state: &Shared,
+    req: &ExportTraceServiceRequest,
+    format: Format,
+) -> Result<Partial, ApiError> {
+    let started = Instant::now();
+    let recs = otel::records_of(req, &state.read_opts);
+    count_rejected(state, format, recs.errors.len());
+    state.metrics.otlp_foreign_spans.inc_by(recs.foreign as u64);
+    let partial = partial_of(&recs.errors);
+    if !recs.spans.is_empty() {
+        let traces: BTreeSet<&str> = recs.spans.iter().map(|s| s.trace_id.as_str()).collect();
+        tracing::debug!(
+            spans = recs.spans.len(),
+            traces = traces.len(),
+            format = format.as_str(),
+            "accepted spans"
+        );
+        let records = recs
+            .spans
+            .into_iter()
+            .map(|span| NewRecord::Span {
+                raw: serde_json::to_string(&span).expect("spans serialise"),
+                span: Box::new(span),
+            })
+            .collect();
+        commit(state, format, records, started).await?;
+    }
+    Ok(partial)
+}
+
+/// Stores the GenAI events of a logs export.
+pub async fn accept_logs(state: &Shared, req: &ExportLogsServiceRequest, format: Format) -> Result<Partial, ApiError> {
+    let started = Instant::now();
+    let out = logs::read_logs(req);
+    count_rejected(state, format, out.errors.len());
+    state.metrics.otlp_log_records_ignored.inc_by(out.ignored as u64);
+    state.metrics.otlp_log_records_unattached.inc_by(out.unattached as u64);
+    let mut partial = partial_of(&out.errors);
+    if out.unattached > 0 {
+        partial.rejected += out.unattached;
+        if !partial.message.is_empty() {
+            partial.message.push_str("; ");
+        }
+        partial.message.push_str(&format!(
+            "{} GenAI event(s) carry no trace and span id, so they belong to no model call",
+            out.unattached
+        ));
+    }
+    if !out.records.is_empty() {
+        let records = out
+            .records
+            .into_iter()
+            .map(|c| {
+                let raw = serde_json::to_string(&c).expect("content serialises");
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                raw.hash(&mut h);
+                NewRecord::Content {
+                    key: format!("{}#{:016x}", c.span_id, h.finish()),
+                    raw,
+                    content: Box::new(c),
+                }
+            })
+            .collect();
+        commit(state, format, records, started).await?;
+    }
+    Ok(partial)
+}
+
+fn otlp_format(headers: &HeaderMap) -> Result<Format, ApiError> {
+    match media_type(headers).as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::OtlpProto),
+        "application/json" => Ok(Format::OtlpJson),
+        other => Err(ApiError::UnsupportedMediaType {
+            got: other.to_string(),
+            expected: OTLP_TYPES,
+        }),
+    }
+}
+
+fn otlp_answer<T: Message + Serialize>(format: Format, resp: T) -> Response {
+    if format == Format::OtlpProto {
+        ([(header::CONTENT_TYPE, "application/x-protobuf")], resp.encode_to_vec()).into_response()
+    } else {
+        Json(resp).into_response()
+    }
 }
 
 /// `POST /v1/traces` (OTLP/HTTP).
@@ -168,58 +296,135 @@ pub async fn post_traces(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let mt = media_type(&headers);
-    let (format, decoded) = match mt.as_str() {
-        "application/x-protobuf" | "application/protobuf" => (Format::OtlpProto, otlp::decode_proto(&body)),
-        "application/json" => (Format::OtlpJson, otlp::decode_json(&body)),
-        other => {
-            return Err(ApiError::UnsupportedMediaType {
-                got: other.to_string(),
-                expected: TRACE_TYPES,
-            });
-        }
+    let format = otlp_format(&headers)?;
+    let decoded = match format {
+        Format::OtlpProto => otlp::decode_proto(&body),
+        _ => otlp::decode_json(&body),
     };
     let req = decoded.map_err(|e| ApiError::BadBody(e.to_string()))?;
-    let out = crate::ingest::otel_map::map_request(&req, &state.read_opts);
-    let rejected = out.errors.len();
-    if rejected > 0 {
-        state
-            .metrics
-            .ingest_rejected
-            .get_or_create(&FormatLabel {
-                format: format.as_str().into(),
-            })
-            .inc_by(rejected as u64);
-    }
-    let steps: Vec<NewStep> = out
-        .steps
-        .into_iter()
-        .map(|step| NewStep {
-            raw: serde_json::to_string(&step).expect("steps serialise"),
-            step,
-            assign_seq: true,
-        })
-        .collect();
-    if !steps.is_empty() {
-        commit(&state, format, steps, started).await?;
-    }
-    let partial = (rejected > 0).then(|| ExportTracePartialSuccess {
-        rejected_spans: rejected as i64,
-        error_message: out
-            .errors
-            .iter()
-            .take(10)
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("; "),
-    });
+    let p = accept_traces(&state, &req, format).await?;
     let resp = ExportTraceServiceResponse {
-        partial_success: partial,
+        partial_success: (p.rejected > 0).then_some(ExportTracePartialSuccess {
+            rejected_spans: p.rejected as i64,
+            error_message: p.message,
+        }),
     };
-    Ok(if format == Format::OtlpProto {
-        ([(header::CONTENT_TYPE, "application/x-protobuf")], resp.encode_to_vec()).into_response()
-    } else {
-        Json(resp).into_response()
+    Ok(otlp_answer(format, resp))
+}
+
+/// `POST /v1/logs` (OTLP/HTTP): GenAI content and evaluation events.
+pub async fn post_logs(
+    State(state): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let format = otlp_format(&headers)?;
+    let decoded = match format {
+        Format::OtlpProto => otlp::decode_logs_proto(&body),
+        _ => otlp::decode_logs_json(&body),
+    };
+    let req = decoded.map_err(|e| ApiError::BadBody(e.to_string()))?;
+    let p = accept_logs(&state, &req, format).await?;
+    let resp = ExportLogsServiceResponse {
+        partial_success: (p.rejected > 0).then_some(ExportLogsPartialSuccess {
+            rejected_log_records: p.rejected as i64,
+            error_message: p.message,
+        }),
+    };
+    Ok(otlp_answer(format, resp))
+}
+
+/// Body of `POST /v1/sessions/{id}/outcome`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeBody {
+    /// `success`, `failure` or `escalated`.
+    pub outcome: Outcome,
+    /// Task reward.
+    #[serde(default)]
+    pub reward: Option<f64>,
+}
+
+/// Answer of `POST /v1/sessions/{id}/outcome`.
+#[derive(Debug, Serialize)]
+pub struct OutcomeAnswer {
+    /// Session.
+    pub session_id: String,
+    /// Whether the session was open or closed when the outcome arrived.
+    pub session: &'static str,
+    /// Whether the outcome will reach the charts (the engine decides it
+    /// the same way when it applies the logged outcome).
+    pub charted: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/sessions/{id}/outcome`: an outcome learnt later (a ticket
+/// closed, a user complained). Logged durably like steps.
+pub async fn post_outcome(
+    State(state): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Result<Json<OutcomeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<OutcomeAnswer>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        let text = e.body_text();
+        ApiError::BadBody(format!("outcome body: {text}"))
+    })?;
+    if let Some(r) = body.reward
+        && !r.is_finite()
+    {
+        return Err(ApiError::BadQuery {
+            field: "reward".into(),
+            message: "must be a finite number".into(),
+        });
+    }
+    let store = state.store.clone();
+    let sid = id.clone();
+    let (row, closed_ms, native) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let row = store.session_row(&sid)?;
+        let closed_ms = store.session(&sid)?.map(|s| s.closed_ms);
+        let native = row.is_none() && !store.session_steps(&sid)?.is_empty();
+        Ok((row, closed_ms, native))
     })
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("worker failed: {e}")))??;
+    if row.is_none() && !native {
+        return Err(ApiError::NotFound(format!(
+            "session {id} (OTLP sessions exist once their trace has settled; retry later)"
+        )));
+    }
+    let closed = row.as_ref().is_some_and(|r| r.status.as_deref() == Some("closed"));
+    let window_ms = (state.outcome_window_secs * 1000) as i64;
+    let now = crate::service::now_ms();
+    let (charted, reason) = match (&row, closed_ms) {
+        (Some(r), _) if closed && r.outcome.is_some() => {
+            (false, Some("the session closed with an outcome".to_string()))
+        }
+        (_, Some(t)) if closed && now - t > window_ms => (
+            false,
+            Some(format!(
+                "more than {} s after the session closed (outcome_window_secs)",
+                state.outcome_window_secs
+            )),
+        ),
+        _ => (true, None),
+    };
+    let report = OutcomeReport {
+        session_id: id.clone(),
+        outcome: body.outcome,
+        reward: body.reward,
+    };
+    let record = NewRecord::Outcome {
+        raw: serde_json::to_string(&report).expect("outcomes serialise"),
+        report,
+    };
+    commit(&state, Format::Ndjson, vec![record], Instant::now()).await?;
+    tracing::info!(session_id = %id, outcome = body.outcome.as_str(), charted, "outcome reported");
+    Ok(Json(OutcomeAnswer {
+        session_id: id,
+        session: if closed { "closed" } else { "open" },
+        charted,
+        reason,
+    }))
 }

@@ -3,6 +3,7 @@
 //! map to HTTP only in [`error`].
 
 pub mod error;
+pub mod grpc;
 pub mod ingest;
 pub mod openapi;
 pub mod reports;
@@ -23,11 +24,15 @@ use std::sync::atomic::Ordering;
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/steps"),
     ("post", "/v1/traces"),
+    ("post", "/v1/logs"),
     ("get", "/v1/events"),
     ("get", "/v1/events/stream"),
     ("get", "/v1/events/{id}"),
+    ("get", "/v1/sessions"),
     ("get", "/v1/sessions/{id}"),
     ("get", "/v1/sessions/{id}/replay"),
+    ("post", "/v1/sessions/{id}/outcome"),
+    ("get", "/v1/otlp/status"),
     ("get", "/v1/segments"),
     ("get", "/v1/segments/{segment}"),
     ("get", "/metrics"),
@@ -41,11 +46,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/steps", post(ingest::post_steps))
         .route("/v1/traces", post(ingest::post_traces))
+        .route("/v1/logs", post(ingest::post_logs))
         .route("/v1/events", get(reports::list_events))
         .route("/v1/events/stream", get(reports::stream_events))
         .route("/v1/events/{id}", get(reports::get_event))
+        .route("/v1/sessions", get(reports::list_sessions))
         .route("/v1/sessions/{id}", get(reports::session_report))
         .route("/v1/sessions/{id}/replay", get(reports::session_replay))
+        .route("/v1/sessions/{id}/outcome", post(ingest::post_outcome))
+        .route("/v1/otlp/status", get(reports::otlp_status))
         .route("/v1/segments", get(reports::list_segments))
         // Agents contain slashes: the segment is everything after /v1/segments/,
         // split at its last slash into agent and task type.

@@ -7,7 +7,7 @@ use crate::engine::resolve_segment;
 use crate::features::{Feature, session_features};
 use crate::model::{SegmentKey, Session, Step};
 use crate::service::Shared;
-use crate::store::{EventPage, EventQuery};
+use crate::store::{EventPage, EventQuery, SessionPage, SessionQuery};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
@@ -81,6 +81,77 @@ pub async fn list_events(
     };
     let store = s.store.clone();
     Ok(Json(blocking(move || Ok(store.events(&query)?)).await?))
+}
+
+/// Query of `GET /v1/sessions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsParams {
+    agent: Option<String>,
+    segment: Option<String>,
+    scored: Option<String>,
+    since: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/sessions`: every session seen (open and closed), in the order
+/// first seen, a page at a time.
+pub async fn list_sessions(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<SessionsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SessionPage>, ApiError> {
+    let p = q.map(|Query(p)| p).map_err(|e| {
+        let text = e.body_text();
+        let field = text.split('`').nth(1).unwrap_or("query").to_string();
+        ApiError::BadQuery { field, message: text }
+    })?;
+    let limit: usize = parse_num("limit", &p.limit)?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadQuery {
+            field: "limit".into(),
+            message: "must be between 1 and 1000".into(),
+        });
+    }
+    let scored = match p.scored.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::BadQuery {
+                field: "scored".into(),
+                message: format!("expected true or false, got `{other}`"),
+            });
+        }
+    };
+    let query = SessionQuery {
+        agent: p.agent,
+        segment: p.segment,
+        scored,
+        since: parse_num("since", &p.since)?,
+        cursor: parse_num("cursor", &p.cursor)?,
+        limit,
+    };
+    let store = s.store.clone();
+    Ok(Json(blocking(move || Ok(store.sessions_page(&query)?)).await?))
+}
+
+/// `GET /v1/otlp/status`: span assembly at a glance (traces waiting to
+/// settle, how traces settled, late and orphan content).
+pub async fn otlp_status(State(s): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    let r = s
+        .engine
+        .report()
+        .await
+        .ok_or_else(|| ApiError::Unavailable("the scorer did not answer".into()))?;
+    Ok(Json(json!({
+        "pending_traces": r.pending_traces,
+        "pending_spans": r.pending_spans,
+        "assembly": r.assembly,
+        "log_records_ignored": s.metrics.otlp_log_records_ignored.get(),
+        "log_records_unattached": s.metrics.otlp_log_records_unattached.get(),
+        "foreign_spans": s.metrics.otlp_foreign_spans.get(),
+    })))
 }
 
 /// `GET /v1/events/{id}`.
@@ -189,7 +260,10 @@ pub async fn session_report(State(s): State<Arc<Shared>>, Path(id): Path<String>
             "fallback_from": fallback.filter(|_| seg.is_some()),
             "scored": seg.is_some(),
             "steps": session.steps.len(),
-            "outcome": f.outcome,
+            // A closed session's outcome may have come without an end step
+            // (an evaluation, the root spans, a later report).
+            "outcome": closed.as_ref().map_or(f.outcome, |c| c.closed.features.outcome.or(f.outcome)),
+            "outcome_source": closed.as_ref().and_then(|c| c.closed.outcome_source),
             "features": features,
             "error_classes": f.error_classes,
             "events": events.events,

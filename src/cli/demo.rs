@@ -183,12 +183,20 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let url = format!("http://{}", listener.local_addr()?);
         println!("2. the service is listening on {url} (store: {})", data_dir.display());
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(super::serve::serve_on(shared, workers, listener, stop_tx, async move {
-            tokio::select! {
-                _ = super::serve::shutdown_signal() => {},
-                _ = done_rx => {},
-            }
-        }));
+        let signal = super::serve::shutdown_signal()?;
+        let server = tokio::spawn(super::serve::serve_on(
+            shared,
+            workers,
+            listener,
+            None,
+            stop_tx,
+            async move {
+                tokio::select! {
+                    _ = signal => {},
+                    _ = done_rx => {},
+                }
+            },
+        ));
 
         let client = reqwest::Client::new();
         let mut sent = stream(&client, &url, &flatten(&holdout)).await?;

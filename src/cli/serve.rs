@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:7878; port 0 picks a free one).
     #[arg(long)]
     pub listen: Option<String>,
+    /// OTLP/gRPC address (default 127.0.0.1:4317; `off` for none; port 0 picks a free one).
+    #[arg(long)]
+    pub otlp_grpc_listen: Option<String>,
     /// agentdrift.toml ([serve] section; AGENTDRIFT_* variables override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -53,6 +56,9 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(l) = &a.listen {
         cfg.serve.listen = l.clone();
+    }
+    if let Some(l) = &a.otlp_grpc_listen {
+        cfg.serve.otlp_grpc_listen = if l == "off" { String::new() } else { l.clone() };
     }
     if let Some(f) = &a.log_format {
         anyhow::ensure!(f == "json" || f == "text", "--log-format must be json or text");
@@ -87,10 +93,23 @@ async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.serve.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %cfg.serve.data_dir, segments = baseline.segments.len(), "agentdrift serving");
+    let grpc = match cfg.serve.otlp_grpc_listen.as_str() {
+        "" | "off" => None,
+        a => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen for OTLP/gRPC on {a}: {e} (set --otlp-grpc-listen, or `off`)")
+        })?),
+    };
+    let grpc_addr = grpc.as_ref().map(|l| l.local_addr()).transpose()?;
+    // Handlers first: a signal that comes right after the address is printed
+    // must still shut down cleanly.
+    let signal = shutdown_signal()?;
+    tracing::info!(%addr, grpc = ?grpc_addr, data_dir = %cfg.serve.data_dir, segments = baseline.segments.len(), "agentdrift serving");
     // One line on stdout for scripts (and tests) that asked for port 0.
     println!("listening on http://{addr}");
-    serve_on(shared, workers, listener, stop_tx, shutdown_signal()).await
+    if let Some(g) = grpc_addr {
+        println!("otlp-grpc on http://{g}");
+    }
+    serve_on(shared, workers, listener, grpc, stop_tx, signal).await
 }
 
 /// Opens the store's state (recovery included) and starts the service threads.
@@ -116,11 +135,28 @@ pub async fn serve_on(
     shared: Arc<crate::service::Shared>,
     workers: crate::service::Workers,
     listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
     stop_tx: tokio::sync::watch::Sender<bool>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let app = crate::api::router(shared.clone());
     let mut stopping = shared.shutdown.clone();
+    let grpc_task = grpc.map(|l| {
+        let mut stopping = shared.shutdown.clone();
+        let routes = crate::api::grpc::routes(shared.clone());
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            let r = tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stopping.wait_for(|v| *v).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "the OTLP/gRPC receiver stopped");
+            }
+        })
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stopping.wait_for(|v| *v).await;
     });
@@ -134,6 +170,9 @@ pub async fn serve_on(
         r = server => r?,
         _ = deadline => tracing::warn!("connections still open 20 s after the signal; stopping"),
     }
+    if let Some(t) = grpc_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
     tracing::info!("shutting down: flushing the scorer and the store");
     let s = shared.clone();
     tokio::task::spawn_blocking(move || workers.shutdown(&s)).await?;
@@ -141,21 +180,16 @@ pub async fn serve_on(
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM; the handlers are
+/// installed when this returns, not when the future is first polled.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    })
 }

@@ -563,7 +563,7 @@ impl SegmentDetectors {
                     | ChartTarget::Escalation
                     | ChartTarget::Calibration
                     | ChartTarget::ToolFailure,
-                    Chart::Bernoulli(chart),
+                    Chart::Bernoulli(_),
                 ) => {
                     let event = match target {
                         ChartTarget::Failure => success.map(|s| s < 1.0),
@@ -575,32 +575,27 @@ impl SegmentDetectors {
                         _ => success.filter(|_| f.confident).map(|s| s < 1.0),
                     };
                     let Some(event) = event else { continue };
-                    ring_push(
-                        &mut r.recent,
-                        Observation {
-                            session_id: ctx.session_id.to_string(),
-                            seq: None,
-                            value: if event { 1.0 } else { 0.0 },
-                            z: None,
-                        },
-                    );
-                    let signal = chart.observe(event);
-                    self.last
-                        .insert(r.spec.id.clone(), (chart.statistic(), chart.design.limit()));
-                    if let Some(s) = signal {
-                        r.alarms += 1;
-                        let what = match target {
-                            ChartTarget::Failure => "failure rate",
-                            ChartTarget::Escalation => "escalation rate",
-                            ChartTarget::ToolFailure => "share of sessions with a failed tool call",
-                            _ => "failure rate of confident answers (calibration)",
-                        };
-                        let p0 = chart.design.p0;
-                        events.push(rate_event(&key, r, ctx, None, s, p0, what));
-                    }
+                    events.extend(feed_rate(&key, r, &mut self.last, ctx, event));
                 }
                 _ => {}
             }
+        }
+        events
+    }
+
+    /// Feeds an outcome that arrived after its session closed to the
+    /// outcome-rate charts (failure, and calibration for a confident
+    /// session); the other charts saw the session when it closed.
+    pub fn on_late_outcome(&mut self, ctx: &Ctx, success: bool, confident: bool) -> Vec<DriftEvent> {
+        let key = self.key.clone();
+        let mut events = Vec::new();
+        for r in &mut self.charts {
+            let event = match (&r.spec.target, &r.chart) {
+                (ChartTarget::Failure, Chart::Bernoulli(_)) => !success,
+                (ChartTarget::Calibration, Chart::Bernoulli(_)) if confident => !success,
+                _ => continue,
+            };
+            events.extend(feed_rate(&key, r, &mut self.last, ctx, event));
         }
         events
     }
@@ -706,6 +701,40 @@ fn univariate_event(
             s.limit
         ),
     }
+}
+
+/// One observation of a rate chart; an event when it signals.
+fn feed_rate(
+    key: &SegmentKey,
+    r: &mut Running,
+    last: &mut HashMap<String, (f64, f64)>,
+    ctx: &Ctx,
+    event: bool,
+) -> Option<DriftEvent> {
+    let Chart::Bernoulli(chart) = &mut r.chart else {
+        return None;
+    };
+    ring_push(
+        &mut r.recent,
+        Observation {
+            session_id: ctx.session_id.to_string(),
+            seq: None,
+            value: if event { 1.0 } else { 0.0 },
+            z: None,
+        },
+    );
+    let signal = chart.observe(event);
+    last.insert(r.spec.id.clone(), (chart.statistic(), chart.design.limit()));
+    let s = signal?;
+    r.alarms += 1;
+    let what = match r.spec.target {
+        ChartTarget::Failure => "failure rate",
+        ChartTarget::Escalation => "escalation rate",
+        ChartTarget::ToolFailure => "share of sessions with a failed tool call",
+        _ => "failure rate of confident answers (calibration)",
+    };
+    let p0 = chart.design.p0;
+    Some(rate_event(key, r, ctx, None, s, p0, what))
 }
 
 fn rate_event(

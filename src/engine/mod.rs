@@ -11,15 +11,16 @@
 //! (agent, task) segment if the baseline has it, else the agent's pooled `*`
 //! segment (events then carry `fallback_from`), else they are not scored.
 
+pub mod pipeline;
 pub mod replay;
 
 use crate::baseline::train::segment_of;
 use crate::baseline::types::{Baseline, SegmentBaseline};
 use crate::detect::{Ctx, DriftEvent, InSession, SegmentDetectors};
 use crate::features::{Lexicons, SessionAccumulator, SessionFeatures};
-use crate::model::{PriceTable, SegmentKey, Step, StepKind};
+use crate::model::{Outcome, OutcomeSource, PriceTable, SegmentKey, Step, StepKind};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Sessions remembered as closed, to recognise late steps (bounded).
@@ -54,6 +55,50 @@ pub struct ClosedSession {
     pub steps: u64,
     /// Time of its last step, unix ms.
     pub last_ts: i64,
+    /// Where its outcome came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_source: Option<OutcomeSource>,
+    /// Agent of its first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Time of its first step, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_ts: Option<i64>,
+    /// Trace id of its first step (OTLP), to join logs with traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// A session whose first step was scored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenedSession {
+    /// Session id.
+    pub session_id: String,
+    /// Agent of its first step.
+    pub agent: String,
+    /// Segment it is scored against (`None`: not scored).
+    pub segment: Option<SegmentKey>,
+    /// Time of its first step, unix ms.
+    pub first_ts: i64,
+    /// Trace id of its first step (OTLP).
+    pub trace_id: Option<String>,
+}
+
+/// What became of an outcome reported for a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum OutcomeVerdict {
+    /// The session was open: the outcome ends it and every chart sees it.
+    Ended,
+    /// The session had closed without an outcome: the outcome-rate charts see it now.
+    Charted,
+    /// Recorded on the session, but no chart sees it.
+    Recorded {
+        /// Why not.
+        reason: String,
+    },
+    /// The scorer does not know the session.
+    Unknown,
 }
 
 /// What one call produced.
@@ -65,6 +110,8 @@ pub struct Output {
     pub closed: Vec<ClosedSession>,
     /// Steps that arrived after their session closed (stored, not scored).
     pub late: u64,
+    /// Sessions whose first step was scored.
+    pub opened: Vec<OpenedSession>,
 }
 
 impl Output {
@@ -72,6 +119,7 @@ impl Output {
         self.events.extend(o.events);
         self.closed.extend(o.closed);
         self.late += o.late;
+        self.opened.extend(o.opened);
     }
 }
 
@@ -109,6 +157,28 @@ struct OpenSession {
     scored: u64,
     /// Input position of the session's latest step (log id in the service).
     last_pos: i64,
+    #[serde(default)]
+    outcome_source: Option<OutcomeSource>,
+    #[serde(default)]
+    agent: String,
+    #[serde(default)]
+    first_ts: i64,
+    #[serde(default)]
+    trace_id: Option<String>,
+}
+
+/// What is remembered of a closed session, for late steps and late outcomes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct ClosedInfo {
+    segment: Option<usize>,
+    fallback: Option<SegmentKey>,
+    confident: bool,
+    outcome_source: Option<OutcomeSource>,
+    cost: Option<f64>,
+    /// Log time it closed at (the received time of the entry that closed it).
+    closed_ms: i64,
+    last_ts: i64,
+    trace_id: Option<String>,
 }
 
 /// Running totals of one segment's closed sessions, for reports and metrics.
@@ -155,6 +225,18 @@ pub struct SegmentTotals {
 }
 
 impl SegmentTotals {
+    /// Counts an outcome that arrived after its session was counted.
+    fn add_late_outcome(&mut self, outcome: Outcome, cost: Option<f64>) {
+        self.with_outcome += 1;
+        if outcome == Outcome::Success {
+            self.successes += 1;
+            if let Some(c) = cost {
+                self.success_cost_usd += c;
+            }
+        }
+        self.escalated += u64::from(outcome == Outcome::Escalated);
+    }
+
     fn add(&mut self, f: &SessionFeatures, fallback: bool) {
         use crate::features::Feature as F;
         self.sessions += 1;
@@ -225,6 +307,12 @@ pub struct ScorerStats {
     pub unscored_sessions: u64,
     /// Late steps.
     pub late_steps: u64,
+    /// Steps with a `seq` already buffered in their session (kept once).
+    #[serde(default)]
+    pub duplicate_steps: u64,
+    /// Outcomes that reached charts after their session closed.
+    #[serde(default)]
+    pub late_outcomes: u64,
     /// Events per detector id.
     pub events: BTreeMap<String, u64>,
     /// Totals per segment (`agent/task_type`).
@@ -238,6 +326,8 @@ pub struct ScorerState {
     detectors: Vec<SegmentDetectors>,
     open: HashMap<String, OpenSession>,
     closed_order: VecDeque<String>,
+    #[serde(default)]
+    closed_info: HashMap<String, ClosedInfo>,
     /// Counters.
     pub stats: ScorerStats,
 }
@@ -251,7 +341,7 @@ pub struct Scorer {
     idle_timeout_ms: i64,
     detectors: Vec<SegmentDetectors>,
     open: HashMap<String, OpenSession>,
-    closed: HashSet<String>,
+    closed: HashMap<String, ClosedInfo>,
     closed_order: VecDeque<String>,
     stats: ScorerStats,
 }
@@ -302,7 +392,7 @@ impl Scorer {
             prices,
             idle_timeout_ms,
             open: HashMap::new(),
-            closed: HashSet::new(),
+            closed: HashMap::new(),
             closed_order: VecDeque::new(),
             stats: ScorerStats::default(),
         })
@@ -349,7 +439,7 @@ impl Scorer {
     /// idle close decided at a position can be checked against later steps.
     pub fn ingest_at(&mut self, step: Step, now_ms: i64, pos: i64) -> Output {
         let mut out = Output::default();
-        if self.closed.contains(&step.session_id) {
+        if self.closed.contains_key(&step.session_id) {
             self.stats.late_steps += 1;
             out.late = 1;
             return out;
@@ -367,6 +457,10 @@ impl Scorer {
             state: InSession::default(),
             scored: 0,
             last_pos: pos,
+            outcome_source: None,
+            agent: step.agent.clone(),
+            first_ts: step.ts,
+            trace_id: None,
         });
         open.last_seen_ms = now_ms;
         open.last_pos = open.last_pos.max(pos);
@@ -377,7 +471,13 @@ impl Scorer {
             out.late = 1;
             return out;
         }
-        open.pending.entry(step.seq).or_insert(step);
+        match open.pending.entry(step.seq) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(step);
+            }
+            // Two steps with one seq (a session fed natively and over OTLP): the first stays.
+            std::collections::btree_map::Entry::Occupied(_) => self.stats.duplicate_steps += 1,
+        }
         out.extend(self.release(&sid, false));
         out
     }
@@ -397,6 +497,16 @@ impl Scorer {
                 let open = self.open.get_mut(sid).expect("still open");
                 open.segment = seg;
                 open.fallback_from = fallback;
+                open.agent = step.agent.clone();
+                open.first_ts = step.ts;
+                open.trace_id = step.trace_id.clone();
+                out.opened.push(OpenedSession {
+                    session_id: sid.to_string(),
+                    agent: step.agent.clone(),
+                    segment: seg.map(|i| self.baseline.segments[i].key.clone()),
+                    first_ts: step.ts,
+                    trace_id: step.trace_id.clone(),
+                });
             }
             let open = self.open.get_mut(sid).expect("still open");
             open.scored += 1;
@@ -418,6 +528,9 @@ impl Scorer {
             }
             if step.kind == StepKind::End {
                 open.ended = true;
+                if step.outcome.is_some() {
+                    open.outcome_source = Some(OutcomeSource::Explicit);
+                }
                 out.extend(self.close(sid, CloseReason::End));
                 break;
             }
@@ -457,21 +570,37 @@ impl Scorer {
         } else {
             self.stats.unscored_sessions += 1;
         }
-        self.remember_closed(sid);
+        self.remember_closed(
+            sid,
+            ClosedInfo {
+                segment: open.segment,
+                fallback: open.fallback_from.clone(),
+                confident: features.confident,
+                outcome_source: features.outcome.and(open.outcome_source),
+                cost: features.get(crate::features::Feature::CostUsd),
+                closed_ms: open.last_seen_ms,
+                last_ts: open.last_ts,
+                trace_id: open.trace_id.clone(),
+            },
+        );
         out.closed.push(ClosedSession {
             session_id: sid.to_string(),
             segment,
             fallback_from: open.fallback_from,
             reason,
+            outcome_source: features.outcome.and(open.outcome_source),
             features,
             steps: open.scored,
             last_ts: open.last_ts,
+            agent: (!open.agent.is_empty()).then(|| open.agent.clone()),
+            first_ts: (open.scored > 0).then_some(open.first_ts),
+            trace_id: open.trace_id.clone(),
         });
         out
     }
 
-    fn remember_closed(&mut self, sid: &str) {
-        if self.closed.insert(sid.to_string()) {
+    fn remember_closed(&mut self, sid: &str, info: ClosedInfo) {
+        if self.closed.insert(sid.to_string(), info).is_none() {
             self.closed_order.push_back(sid.to_string());
             if self.closed_order.len() > CLOSED_MEMORY
                 && let Some(old) = self.closed_order.pop_front()
@@ -479,6 +608,92 @@ impl Scorer {
                 self.closed.remove(&old);
             }
         }
+    }
+
+    /// Whether a session is open.
+    pub fn is_open(&self, sid: &str) -> bool {
+        self.open.contains_key(sid)
+    }
+
+    /// The trace id of a session's first step, open or recently closed.
+    pub fn trace_of(&self, sid: &str) -> Option<&str> {
+        match self.open.get(sid) {
+            Some(o) => o.trace_id.as_deref(),
+            None => self.closed.get(sid).and_then(|c| c.trace_id.as_deref()),
+        }
+    }
+
+    /// Gives an open session an outcome without closing it (an evaluation,
+    /// or one inferred from its root spans); a weaker source never replaces
+    /// a stronger one. False when the session is not open.
+    pub fn set_outcome(&mut self, sid: &str, outcome: Outcome, reward: Option<f64>, source: OutcomeSource) -> bool {
+        let Some(open) = self.open.get_mut(sid) else {
+            return false;
+        };
+        if open.outcome_source.is_none_or(|s| source >= s) {
+            open.acc.set_outcome(outcome, reward);
+            open.outcome_source = Some(source);
+        }
+        true
+    }
+
+    /// An outcome reported for a session, at log time `now_ms`. An open
+    /// session ends with it. A session that closed without an outcome less
+    /// than `window_ms` ago feeds it to its outcome-rate charts (failure,
+    /// calibration) and its totals; anything else is only recorded.
+    pub fn report_outcome(
+        &mut self,
+        sid: &str,
+        outcome: Outcome,
+        reward: Option<f64>,
+        source: OutcomeSource,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> (Output, OutcomeVerdict) {
+        if self.open.contains_key(sid) {
+            self.set_outcome(sid, outcome, reward, source);
+            return (self.close_session(sid, CloseReason::End), OutcomeVerdict::Ended);
+        }
+        let Some(info) = self.closed.get_mut(sid) else {
+            return (Output::default(), OutcomeVerdict::Unknown);
+        };
+        let recorded = |reason: String| (Output::default(), OutcomeVerdict::Recorded { reason });
+        if let Some(had) = info.outcome_source {
+            return recorded(format!("the session closed with an outcome ({})", had.as_str()));
+        }
+        let late_by = now_ms - info.closed_ms;
+        if late_by > window_ms {
+            return recorded(format!(
+                "it arrived {} s after the session closed; the window is {} s",
+                late_by / 1000,
+                window_ms / 1000
+            ));
+        }
+        info.outcome_source = Some(source);
+        let info = info.clone();
+        let Some(i) = info.segment else {
+            return recorded("the session is not scored".into());
+        };
+        let mut out = Output::default();
+        let success = outcome == Outcome::Success;
+        let totals = self
+            .stats
+            .segments
+            .entry(self.baseline.segments[i].key.to_string())
+            .or_default();
+        totals.add_late_outcome(outcome, info.cost);
+        self.stats.late_outcomes += 1;
+        let ctx = Ctx {
+            session_id: sid,
+            ts: info.last_ts,
+            fallback_from: info.fallback.as_ref(),
+        };
+        let events = self.detectors[i].on_late_outcome(&ctx, success, info.confident);
+        for e in &events {
+            *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
+        }
+        out.events = events;
+        (out, OutcomeVerdict::Charted)
     }
 
     /// Sessions idle since before `now_ms − idle_timeout_ms`, oldest first.
@@ -493,6 +708,15 @@ impl Scorer {
         v.into_iter().map(|(k, _)| k.clone()).collect()
     }
 
+    /// Closes one session at log time `now_ms` (an outcome reported later
+    /// counts its window from then).
+    pub fn close_session_at(&mut self, sid: &str, reason: CloseReason, now_ms: i64) -> Output {
+        if let Some(o) = self.open.get_mut(sid) {
+            o.last_seen_ms = o.last_seen_ms.max(now_ms);
+        }
+        self.close_session(sid, reason)
+    }
+
     /// Closes one session now (idle timeout or flush), scoring buffered steps across gaps.
     pub fn close_session(&mut self, sid: &str, reason: CloseReason) -> Output {
         let mut out = self.release(sid, true);
@@ -500,6 +724,11 @@ impl Scorer {
             out.extend(self.close(sid, reason));
         }
         out
+    }
+
+    /// Whether a session is open and got no step after input position `after`.
+    pub fn idle_since(&self, sid: &str, after: i64) -> bool {
+        self.open.get(sid).is_some_and(|o| o.last_pos <= after)
     }
 
     /// Closes a session for idleness only if no step arrived after input
@@ -538,6 +767,7 @@ impl Scorer {
             detectors: self.detectors.clone(),
             open: self.open.clone(),
             closed_order: self.closed_order.clone(),
+            closed_info: self.closed.clone(),
             stats: self.stats.clone(),
         }
     }
@@ -549,7 +779,12 @@ impl Scorer {
         }
         self.detectors = s.detectors;
         self.open = s.open;
-        self.closed = s.closed_order.iter().cloned().collect();
+        let mut info = s.closed_info;
+        self.closed = s
+            .closed_order
+            .iter()
+            .map(|id| (id.clone(), info.remove(id).unwrap_or_default()))
+            .collect();
         self.closed_order = s.closed_order;
         self.stats = s.stats;
         Ok(())

@@ -335,6 +335,15 @@ impl SessionAccumulator {
         obs
     }
 
+    /// Records an outcome learnt without an end step (a later report, an
+    /// evaluation, or one inferred from root spans).
+    pub fn set_outcome(&mut self, outcome: Outcome, reward: Option<f64>) {
+        self.outcome = Some(outcome);
+        if reward.is_some() {
+            self.reward = reward;
+        }
+    }
+
     fn push_state(&mut self, s: &str) {
         if self.states.len() < MAX_STATES {
             self.states.push(s.to_string());

@@ -2,12 +2,12 @@
 //! bad record. Each reader is a pure function; a bad record never stops the
 //! others and never panics.
 //!
-//! Formats: native NDJSON and MessagePack ([`native`]), and OTLP traces in
-//! protobuf or JSON encoding ([`otlp`]) mapped from the OpenTelemetry GenAI,
-//! OpenInference and OpenLLMetry conventions ([`otel_map`]).
+//! Formats: native NDJSON and MessagePack ([`native`]), and OTLP traces and
+//! logs in protobuf or JSON encoding ([`otlp`]) mapped from the OpenTelemetry
+//! GenAI, OpenInference and OpenLLMetry conventions ([`otel`]).
 
 pub mod native;
-pub mod otel_map;
+pub mod otel;
 pub mod otlp;
 
 use crate::model::Step;

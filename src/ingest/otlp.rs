@@ -1,8 +1,9 @@
-//! OTLP trace decoding: `ExportTraceServiceRequest` in protobuf or JSON
-//! encoding (OTLP/JSON: hex ids, lowerCamelCase fields), then
-//! [`super::otel_map`] maps spans to steps.
+//! OTLP decoding: `ExportTraceServiceRequest` and `ExportLogsServiceRequest`
+//! in protobuf or JSON encoding (OTLP/JSON: hex ids, lowerCamelCase fields),
+//! then [`super::otel`] maps spans and log events to steps.
 
-use super::{Location, ReadOptions, ReadOutput, RecordError, otel_map};
+use super::{Location, ReadOptions, ReadOutput, RecordError, otel};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -27,7 +28,7 @@ pub fn decode_json(bytes: &[u8]) -> Result<ExportTraceServiceRequest, RecordErro
 
 fn finish(decoded: Result<ExportTraceServiceRequest, RecordError>, opts: &ReadOptions) -> ReadOutput {
     match decoded {
-        Ok(req) => otel_map::map_request(&req, opts),
+        Ok(req) => otel::read_traces(&req, opts),
         Err(e) => ReadOutput {
             errors: vec![e],
             ..ReadOutput::default()
@@ -52,4 +53,23 @@ pub fn span_count(req: &ExportTraceServiceRequest) -> usize {
         .flat_map(|r| &r.scope_spans)
         .map(|s| s.spans.len())
         .sum()
+}
+
+/// Decodes an OTLP logs protobuf body.
+pub fn decode_logs_proto(bytes: &[u8]) -> Result<ExportLogsServiceRequest, RecordError> {
+    ExportLogsServiceRequest::decode(bytes).map_err(|e| RecordError {
+        location: Location::Body,
+        field: None,
+        message: format!("not an OTLP ExportLogsServiceRequest (protobuf): {e}"),
+    })
+}
+
+/// Decodes an OTLP logs JSON body.
+pub fn decode_logs_json(bytes: &[u8]) -> Result<ExportLogsServiceRequest, RecordError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| RecordError {
+        location: Location::Body,
+        field: Some(e.path().to_string()).filter(|p| p != "."),
+        message: format!("not an OTLP ExportLogsServiceRequest (JSON): {}", e.inner()),
+    })
 }

@@ -9,8 +9,8 @@ pub mod step;
 pub use price::{ModelPrice, PriceError, PriceTable};
 pub use session::{Grouped, POOLED_TASK_TYPE, SegmentKey, Session, group_sessions};
 pub use step::{
-    DEFAULT_TASK_TYPE, ErrorClass, MemoryOp, Outcome, Requestor, STEP_SCHEMA_VERSION, Status, Step, StepInvalid,
-    StepKind,
+    DEFAULT_TASK_TYPE, ErrorClass, MemoryOp, Outcome, OutcomeSource, Requestor, STEP_SCHEMA_VERSION, Status, Step,
+    StepInvalid, StepKind,
 };
 
 #[cfg(test)]

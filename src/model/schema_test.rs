@@ -32,6 +32,7 @@ fn full_step() -> Step {
     s.error_class = Some(ErrorClass::ToolTimeout);
     s.error = Some("e".into());
     s.result_chars = Some(1);
+    s.result = Some(serde_json::json!("ok"));
     s.to_agent = Some("b".into());
     s.memory_op = Some(MemoryOp::Read);
     s.outcome = Some(Outcome::Success);

@@ -75,6 +75,29 @@ impl Outcome {
     }
 }
 
+/// Where a session's outcome came from, so reports can say how much to trust it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeSource {
+    /// Inferred from the status of the session's root spans.
+    RootStatus,
+    /// From an evaluation result (`gen_ai.evaluation.*`, OpenInference `evaluation.*`/`annotation.*`).
+    Evaluation,
+    /// Given explicitly (an `end` step, `agentdrift.outcome`, or `POST /v1/sessions/{id}/outcome`).
+    Explicit,
+}
+
+impl OutcomeSource {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeSource::RootStatus => "root_status",
+            OutcomeSource::Evaluation => "evaluation",
+            OutcomeSource::Explicit => "explicit",
+        }
+    }
+}
+
 /// Which way a memory step went, so reads and writes can be counted apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -265,6 +288,9 @@ pub struct Step {
     /// Length of the tool result text, characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_chars: Option<u64>,
+    /// The tool result as returned (text, or any JSON), kept for replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
     /// The agent receiving control (handoff steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_agent: Option<String>,
@@ -343,6 +369,7 @@ impl Step {
             error_class: None,
             error: None,
             result_chars: None,
+            result: None,
             to_agent: None,
             memory_op: None,
             outcome: None,

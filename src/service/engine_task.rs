@@ -4,10 +4,11 @@
 
 use super::metrics::Metrics;
 use super::now_ms;
-use super::writer::{WriteMsg, WriterHandle};
-use crate::engine::{Output, Scorer, ScorerStats};
-use crate::model::PriceTable;
-use crate::store::{LogEntry, Snapshot, StoredSession};
+use super::writer::{Persist, WriteMsg, WriterHandle};
+use crate::engine::ScorerStats;
+use crate::engine::pipeline::{Applied, Input, Pipeline};
+use crate::ingest::otel::assemble::AssembleStats;
+use crate::store::{DerivedPatch, DerivedStep, LogEntry, SessionRow, Snapshot, StoredSession};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,12 @@ pub struct EngineReport {
     pub position: i64,
     /// Sessions open.
     pub open_sessions: usize,
+    /// Traces waiting to settle.
+    pub pending_traces: usize,
+    /// Spans those traces hold.
+    pub pending_spans: usize,
+    /// Span assembly counters.
+    pub assembly: AssembleStats,
     /// Counters and per-segment totals.
     pub stats: ScorerStats,
     /// Charts per segment (`agent/task_type`).
@@ -76,28 +83,130 @@ impl EngineHandle {
     }
 }
 
-/// Applies one log entry to the scorer (live and during recovery alike).
-pub fn apply(scorer: &mut Scorer, entry: LogEntry, prices: &PriceTable) -> Output {
+/// A log entry as the pipeline's input.
+pub fn input_of(entry: LogEntry) -> Input {
     match entry {
-        LogEntry::Step {
+        LogEntry::Step { id, received_ms, step } => Input::Step {
+            step,
+            received_ms,
+            pos: id,
+        },
+        LogEntry::Close {
+            after,
+            session_id,
+            received_ms,
+            ..
+        } => Input::Close {
+            session_id,
+            after,
+            received_ms,
+        },
+        LogEntry::Span { id, received_ms, span } => Input::Span {
+            span,
+            received_ms,
+            pos: id,
+        },
+        LogEntry::Content {
             id,
             received_ms,
-            mut step,
-        } => {
-            prices.fill_cost(&mut step);
-            scorer.ingest_at(step, received_ms, id)
-        }
-        LogEntry::Close { after, session_id, .. } => scorer.close_if_idle_since(&session_id, after),
+            content,
+        } => Input::Content {
+            content,
+            received_ms,
+            pos: id,
+        },
+        LogEntry::Settle {
+            id,
+            after,
+            received_ms,
+            trace_id,
+        } => Input::Settle {
+            trace_id,
+            after,
+            received_ms,
+            pos: id,
+        },
+        LogEntry::Outcome {
+            received_ms, report, ..
+        } => Input::Outcome {
+            session_id: report.session_id,
+            outcome: report.outcome,
+            reward: report.reward,
+            received_ms,
+        },
+    }
+}
+
+/// Applies one log entry (live and during recovery alike).
+pub fn apply(pipeline: &mut Pipeline, entry: LogEntry) -> Applied {
+    pipeline.apply(input_of(entry))
+}
+
+/// What an applied entry asks the store to keep; `closed_ms` stamps closed sessions.
+pub fn persist_of(a: Applied, closed_ms: i64) -> Persist {
+    let derived = a
+        .derived
+        .iter()
+        .map(|st| DerivedStep {
+            session_id: st.session_id.clone(),
+            key: st.span_id.clone().unwrap_or_else(|| format!("seq:{}", st.seq)),
+            seq: st.seq,
+            correlation_id: st.correlation_id.clone(),
+            raw: serde_json::to_string(st).expect("steps serialise"),
+        })
+        .collect();
+    let patches = a
+        .patches
+        .into_iter()
+        .map(|p| DerivedPatch {
+            session_id: p.session_id,
+            key: p.span_id,
+            text: p.text,
+            tool_calls_requested: p.tool_calls_requested,
+        })
+        .collect();
+    let rows = a
+        .rows
+        .into_iter()
+        .map(|r| SessionRow {
+            session_id: r.session_id,
+            agent: r.agent,
+            segment: r.segment,
+            scored: r.scored,
+            identity: r.identity.map(str::to_string),
+            status: r.status.map(str::to_string),
+            steps: r.steps,
+            outcome: r.outcome,
+            outcome_source: r.outcome_source.map(|s| s.as_str().to_string()),
+            first_ts: r.first_ts,
+            last_ts: r.last_ts,
+        })
+        .collect();
+    Persist {
+        events: a.out.events,
+        sessions: a
+            .out
+            .closed
+            .into_iter()
+            .map(|closed| StoredSession { closed, closed_ms })
+            .collect(),
+        derived,
+        patches,
+        rows,
+        outcomes: a
+            .outcomes
+            .into_iter()
+            .map(|o| (o.session_id, o.outcome, o.reward, o.source))
+            .collect(),
     }
 }
 
 /// Starts the engine thread.
 pub fn spawn(
-    mut scorer: Scorer,
+    mut pipeline: Pipeline,
     mut position: i64,
     rx: mpsc::Receiver<EngineMsg>,
     writer: WriterHandle,
-    prices: PriceTable,
     metrics: Arc<Metrics>,
     snapshot_secs: u64,
 ) -> std::thread::JoinHandle<()> {
@@ -105,30 +214,24 @@ pub fn spawn(
         .name("agentdrift-engine".into())
         .spawn(move || {
             let mut requested: HashSet<String> = HashSet::new();
+            let mut settling: HashSet<String> = HashSet::new();
             let mut last_snapshot = Instant::now();
             let mut dirty = false;
-            let persist = |out: Output, writer: &WriterHandle, metrics: &Metrics| {
-                for c in &out.closed {
+            let persist = |a: Applied, writer: &WriterHandle, metrics: &Metrics| {
+                for c in &a.out.closed {
                     metrics.closed(c);
                 }
-                if !out.events.is_empty() || !out.closed.is_empty() {
-                    let now = now_ms();
-                    writer.send(WriteMsg::Persist {
-                        events: out.events,
-                        sessions: out
-                            .closed
-                            .into_iter()
-                            .map(|closed| StoredSession { closed, closed_ms: now })
-                            .collect(),
-                    });
+                let p = persist_of(a, now_ms());
+                if !p.is_empty() {
+                    writer.send(WriteMsg::Persist(Box::new(p)));
                 }
             };
-            let snapshot = |scorer: &Scorer, position: i64, writer: &WriterHandle| match rmp_serde::to_vec_named(
-                &scorer.state(),
+            let snapshot = |pipeline: &Pipeline, position: i64, writer: &WriterHandle| match rmp_serde::to_vec_named(
+                &pipeline.state(),
             ) {
                 Ok(state) => writer.send(WriteMsg::Snapshot(Snapshot {
                     position,
-                    baseline_id: crate::engine::baseline_id(scorer.baseline()),
+                    baseline_id: crate::engine::baseline_id(pipeline.scorer().baseline()),
                     state,
                 })),
                 Err(e) => tracing::error!(error = %e, "cannot encode the scorer state"),
@@ -138,37 +241,55 @@ pub fn spawn(
                     EngineMsg::Log(entries) => {
                         for e in entries {
                             position = position.max(e.id());
-                            if let LogEntry::Close { session_id, .. } = &e {
-                                requested.remove(session_id);
+                            match &e {
+                                LogEntry::Close { session_id, .. } => {
+                                    requested.remove(session_id);
+                                }
+                                LogEntry::Settle { trace_id, .. } => {
+                                    settling.remove(trace_id);
+                                }
+                                _ => {}
                             }
                             metrics.engine_step();
-                            let out = apply(&mut scorer, e, &prices);
-                            persist(out, &writer, &metrics);
+                            let a = apply(&mut pipeline, e);
+                            log_applied(&pipeline, &a);
+                            persist(a, &writer, &metrics);
                             dirty = true;
                         }
                     }
                     EngineMsg::Tick => {
-                        for sid in scorer.idle_sessions(now_ms()) {
+                        let now = now_ms();
+                        for (trace_id, _) in pipeline.due_traces(now) {
+                            if settling.insert(trace_id.clone()) {
+                                writer.send(WriteMsg::Settle {
+                                    trace_id,
+                                    after: position,
+                                    decided_ms: now,
+                                });
+                            }
+                        }
+                        for sid in pipeline.idle_sessions(now) {
                             if requested.insert(sid.clone()) {
                                 writer.send(WriteMsg::Close {
                                     session_id: sid,
                                     after: position,
+                                    decided_ms: now,
                                 });
                             }
                         }
-                        metrics.refresh(&report(&scorer, position));
+                        metrics.refresh(&report(&pipeline, position));
                         if dirty && last_snapshot.elapsed() >= Duration::from_secs(snapshot_secs) {
-                            snapshot(&scorer, position, &writer);
+                            snapshot(&pipeline, position, &writer);
                             last_snapshot = Instant::now();
                             dirty = false;
                         }
                     }
                     EngineMsg::Report(reply) => {
-                        let _ = reply.send(report(&scorer, position));
+                        let _ = reply.send(report(&pipeline, position));
                     }
                     EngineMsg::Flush(done) => {
                         // Everything sent before the flush has been applied (FIFO).
-                        snapshot(&scorer, position, &writer);
+                        snapshot(&pipeline, position, &writer);
                         let _ = done.send(());
                     }
                 }
@@ -177,7 +298,67 @@ pub fn spawn(
         .expect("spawn the engine thread")
 }
 
-fn report(scorer: &Scorer, position: i64) -> EngineReport {
+/// One JSON log line per session opened and closed, drift event and failed
+/// tool step, each with the session, trace, agent and segment, so a team can
+/// join agentdrift's logs with its traces (README "Logs").
+fn log_applied(pipeline: &Pipeline, a: &Applied) {
+    for o in &a.out.opened {
+        let segment = o.segment.as_ref().map(|k| k.to_string());
+        tracing::info!(
+            session_id = %o.session_id,
+            trace_id = o.trace_id.as_deref().unwrap_or(""),
+            agent = %o.agent,
+            segment = segment.as_deref().unwrap_or(""),
+            scored = o.segment.is_some(),
+            "session opened"
+        );
+    }
+    for s in a
+        .derived
+        .iter()
+        .filter(|s| s.status == Some(crate::model::Status::Error))
+    {
+        tracing::info!(
+            session_id = %s.session_id,
+            trace_id = s.trace_id.as_deref().unwrap_or(""),
+            agent = %s.agent,
+            tool = s.tool.as_deref().unwrap_or(""),
+            status = "error",
+            seq = s.seq,
+            "tool step failed"
+        );
+    }
+    for e in &a.out.events {
+        tracing::info!(
+            event_id = %e.id,
+            session_id = %e.session_id,
+            trace_id = pipeline.scorer().trace_of(&e.session_id).unwrap_or(""),
+            agent = %e.segment.agent,
+            segment = %e.segment,
+            detector = %e.detector,
+            "{}",
+            e.message
+        );
+    }
+    for c in &a.out.closed {
+        let segment = c.segment.as_ref().map(|k| k.to_string());
+        tracing::info!(
+            session_id = %c.session_id,
+            trace_id = c.trace_id.as_deref().unwrap_or(""),
+            agent = c.agent.as_deref().unwrap_or(""),
+            segment = segment.as_deref().unwrap_or(""),
+            scored = c.segment.is_some(),
+            reason = ?c.reason,
+            outcome = c.features.outcome.map_or("", |o| o.as_str()),
+            steps = c.steps,
+            "session closed"
+        );
+    }
+}
+
+fn report(pipeline: &Pipeline, position: i64) -> EngineReport {
+    let scorer = pipeline.scorer();
+    let (pending_traces, pending_spans) = pipeline.assembler().pending();
     let mut charts = BTreeMap::new();
     for (seg, det) in scorer.detectors() {
         let alarms: BTreeMap<String, u64> = det.alarms().into_iter().collect();
@@ -197,6 +378,9 @@ fn report(scorer: &Scorer, position: i64) -> EngineReport {
     EngineReport {
         position,
         open_sessions: scorer.open_sessions(),
+        pending_traces,
+        pending_spans,
+        assembly: pipeline.assembler().stats().clone(),
         stats: scorer.stats().clone(),
         charts,
     }

@@ -63,6 +63,15 @@ pub struct TokenLabels {
     pub direction: String,
 }
 
+/// Labels: what the span assembler counted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AssemblyLabel {
+    /// `traces_resolved`, `traces_unresolved`, `traces_forced`, `late_spans`, `late_content`,
+    /// `orphan_content`, `session_conflicts`, `repeated_outcomes`, `user_steps`,
+    /// `synthesized_tools`, `nested_llm`.
+    pub what: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 /// The metrics.
@@ -108,6 +117,19 @@ pub struct Metrics {
     pub session_duration_seconds: Family<SegmentLabel, FGauge>,
     /// Mean steps per session.
     pub session_steps: Family<SegmentLabel, FGauge>,
+    /// OTLP spans of other instrumentation (kept for the tree only).
+    pub otlp_foreign_spans: Counter,
+    /// OTLP log records that are no GenAI event.
+    pub otlp_log_records_ignored: Counter,
+    /// GenAI log events without a span to attach to (rejected).
+    pub otlp_log_records_unattached: Counter,
+    /// Traces waiting to settle.
+    pub otlp_pending_traces: Gauge,
+    /// Spans those traces hold.
+    pub otlp_pending_spans: Gauge,
+    /// What span assembly counted (from the assembler's own counters).
+    pub otlp_assembly: Family<AssemblyLabel, Counter>,
+    assembly_seen: Mutex<crate::ingest::otel::assemble::AssembleStats>,
     /// Latest chart statistic.
     pub chart_statistic: Family<DetectorLabels, FGauge>,
     /// Its limit.
@@ -146,6 +168,13 @@ impl Metrics {
             tokens: Family::default(),
             session_duration_seconds: Family::default(),
             session_steps: Family::default(),
+            otlp_foreign_spans: Counter::default(),
+            otlp_log_records_ignored: Counter::default(),
+            otlp_log_records_unattached: Counter::default(),
+            otlp_pending_traces: Gauge::default(),
+            otlp_pending_spans: Gauge::default(),
+            otlp_assembly: Family::default(),
+            assembly_seen: Mutex::new(Default::default()),
             chart_statistic: Family::default(),
             chart_limit: Family::default(),
             registry: Registry::default(),
@@ -264,6 +293,36 @@ impl Metrics {
             m.chart_statistic.clone(),
         );
         r.register("agentdrift_chart_limit", "Limit of each chart", m.chart_limit.clone());
+        r.register(
+            "agentdrift_otlp_foreign_spans",
+            "OTLP spans of other instrumentation, kept for the span tree only",
+            m.otlp_foreign_spans.clone(),
+        );
+        r.register(
+            "agentdrift_otlp_log_records_ignored",
+            "OTLP log records that are no GenAI content or evaluation event",
+            m.otlp_log_records_ignored.clone(),
+        );
+        r.register(
+            "agentdrift_otlp_log_records_unattached",
+            "GenAI log events without trace and span ids, rejected",
+            m.otlp_log_records_unattached.clone(),
+        );
+        r.register(
+            "agentdrift_otlp_pending_traces",
+            "Traces waiting to settle before their sessions are scored",
+            m.otlp_pending_traces.clone(),
+        );
+        r.register(
+            "agentdrift_otlp_pending_spans",
+            "Spans held by traces waiting to settle",
+            m.otlp_pending_spans.clone(),
+        );
+        r.register(
+            "agentdrift_otlp_assembly",
+            "Span assembly: traces settled with and without root, late spans and content, orphan content, conflicts",
+            m.otlp_assembly.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -320,6 +379,33 @@ impl Metrics {
     /// Refreshes gauges from a report of the scorer.
     pub fn refresh(&self, r: &crate::service::engine_task::EngineReport) {
         self.sessions_open.set(r.open_sessions as i64);
+        self.otlp_pending_traces.set(r.pending_traces as i64);
+        self.otlp_pending_spans.set(r.pending_spans as i64);
+        if let Ok(mut seen) = self.assembly_seen.lock() {
+            let a = &r.assembly;
+            let pairs = [
+                ("traces_resolved", a.traces_resolved, seen.traces_resolved),
+                ("traces_unresolved", a.traces_unresolved, seen.traces_unresolved),
+                ("traces_forced", a.traces_forced, seen.traces_forced),
+                ("late_spans", a.late_spans, seen.late_spans),
+                ("late_content", a.late_content, seen.late_content),
+                ("orphan_content", a.orphan_content, seen.orphan_content),
+                ("session_conflicts", a.session_conflicts, seen.session_conflicts),
+                ("repeated_outcomes", a.repeated_outcomes, seen.repeated_outcomes),
+                ("user_steps", a.user_steps, seen.user_steps),
+                ("synthesized_tools", a.synthesized_tools, seen.synthesized_tools),
+                ("nested_llm", a.nested_llm, seen.nested_llm),
+            ];
+            for (what, now, before) in pairs {
+                let c = self.otlp_assembly.get_or_create(&AssemblyLabel { what: what.into() });
+                // The assembler's counters survive restarts (snapshots); the
+                // metric counts what was added since this process started.
+                if now > before {
+                    c.inc_by(now - before);
+                }
+            }
+            *seen = a.clone();
+        }
         for (seg, t) in &r.stats.segments {
             let l = SegmentLabel { segment: seg.clone() };
             let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { f64::NAN };

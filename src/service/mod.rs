@@ -20,10 +20,11 @@ pub mod writer;
 use crate::baseline::Baseline;
 use crate::config::Config;
 use crate::detect::DriftEvent;
+use crate::engine::pipeline::{Pipeline, PipelineConfig, PipelineState};
 use crate::engine::{Scorer, ScorerState, baseline_id};
 use crate::ingest::ReadOptions;
 use crate::model::PriceTable;
-use crate::store::{LogEntry, Store, StoredSession};
+use crate::store::{LogEntry, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use tokio::sync::{Semaphore, broadcast};
@@ -48,6 +49,8 @@ pub struct Shared {
     pub read_opts: ReadOptions,
     /// Largest request body.
     pub max_body: usize,
+    /// How long after a session closed a reported outcome still feeds the charts.
+    pub outcome_window_secs: u64,
     /// In-flight append requests (backpressure).
     pub inflight: Arc<Semaphore>,
     /// True once recovery finished and the engine runs.
@@ -63,21 +66,41 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Rebuilds the scorer from the latest snapshot and the log after it;
-/// returns the scorer and the log position it has processed.
+/// Decodes a snapshot: the current format, or the scorer-only format of
+/// version 1 (its span assembly starts empty).
+pub fn decode_state(bytes: &[u8]) -> Result<Result<PipelineState, ScorerState>, String> {
+    match rmp_serde::from_slice::<PipelineState>(bytes) {
+        Ok(s) if s.version == crate::engine::pipeline::STATE_VERSION => Ok(Ok(s)),
+        Ok(s) => Err(format!(
+            "snapshot format version {} is not this build's ({})",
+            s.version,
+            crate::engine::pipeline::STATE_VERSION
+        )),
+        Err(e2) => match rmp_serde::from_slice::<ScorerState>(bytes) {
+            Ok(v1) => Ok(Err(v1)),
+            Err(_) => Err(format!("cannot decode the scorer snapshot: {e2}")),
+        },
+    }
+}
+
+/// Rebuilds the pipeline from the latest snapshot and the log after it;
+/// returns it and the log position it has processed.
 pub fn recover(
     store: &dyn Store,
     baseline: Arc<Baseline>,
     prices: &PriceTable,
     idle_timeout_ms: i64,
-) -> anyhow::Result<(Scorer, i64)> {
-    let mut scorer = Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?;
+    config: PipelineConfig,
+) -> anyhow::Result<(Pipeline, i64)> {
+    let scorer = Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?;
+    let mut pipeline = Pipeline::new(scorer, prices.clone(), config);
     let mut position = 0;
     match store.snapshot()? {
         Some(s) if s.baseline_id == baseline_id(&baseline) => {
-            let state: ScorerState = rmp_serde::from_slice(&s.state)
-                .map_err(|e| anyhow::anyhow!("cannot decode the scorer snapshot: {e}"))?;
-            scorer.restore(state)?;
+            match decode_state(&s.state).map_err(|e| anyhow::anyhow!(e))? {
+                Ok(state) => pipeline.restore(state)?,
+                Err(v1) => pipeline.restore_v1(v1)?,
+            }
             position = s.position;
             tracing::info!(position, "restored scorer snapshot");
         }
@@ -103,26 +126,44 @@ pub fn recover(
         }
         for e in entries {
             position = e.id();
-            let out = engine_task::apply(&mut scorer, e, prices);
+            let applied = engine_task::apply(&mut pipeline, e);
             replayed += 1;
-            if !out.events.is_empty() {
-                store.insert_events(&out.events)?;
+            let p = engine_task::persist_of(applied, now_ms());
+            if p.is_empty() {
+                continue;
             }
-            if !out.closed.is_empty() {
-                let now = now_ms();
-                store.insert_sessions(
-                    &out.closed
-                        .into_iter()
-                        .map(|closed| StoredSession { closed, closed_ms: now })
-                        .collect::<Vec<_>>(),
-                )?;
+            store.insert_derived(&p.derived)?;
+            store.patch_derived(&p.patches)?;
+            store.upsert_session_rows(&p.rows)?;
+            if !p.events.is_empty() {
+                store.insert_events(&p.events)?;
+            }
+            if !p.sessions.is_empty() {
+                store.insert_sessions(&p.sessions)?;
+            }
+            for (id, outcome, reward, source) in p.outcomes {
+                store.set_session_outcome(&id, outcome, reward, source)?;
             }
         }
     }
     if replayed > 0 {
         tracing::info!(replayed, position, "replayed the log after the snapshot");
     }
-    Ok((scorer, position))
+    Ok((pipeline, position))
+}
+
+/// The pipeline settings a service configuration asks for.
+pub fn pipeline_config(config: &Config) -> PipelineConfig {
+    let s = &config.serve;
+    PipelineConfig {
+        assemble: crate::ingest::otel::assemble::AssembleConfig {
+            settle_ms: (s.trace_settle_secs * 1000) as i64,
+            timeout_ms: (s.trace_timeout_secs * 1000) as i64,
+            root_status_outcome: s.root_status_outcome,
+            ..Default::default()
+        },
+        outcome_window_ms: (s.outcome_window_secs * 1000) as i64,
+    }
 }
 
 /// Starts the writer and engine threads after recovery.
@@ -134,17 +175,22 @@ pub fn start(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<Shared>, Workers)> {
     let idle_ms = (config.serve.idle_timeout_secs * 1000) as i64;
-    let (scorer, position) = recover(store.as_ref(), baseline.clone(), &prices, idle_ms)?;
+    let (pipeline, position) = recover(
+        store.as_ref(),
+        baseline.clone(),
+        &prices,
+        idle_ms,
+        pipeline_config(config),
+    )?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, _) = broadcast::channel(4096);
     let (engine_tx, engine_rx) = mpsc::sync_channel::<engine_task::EngineMsg>(256);
     let (writer, writer_thread) = writer::spawn(store.clone(), engine_tx.clone(), events_tx.clone(), metrics.clone());
     let engine_thread = engine_task::spawn(
-        scorer,
+        pipeline,
         position,
         engine_rx,
         writer.clone(),
-        prices.clone(),
         metrics.clone(),
         config.serve.snapshot_secs,
     );
@@ -165,6 +211,7 @@ pub fn start(
             o
         },
         max_body: config.serve.max_body_bytes,
+        outcome_window_secs: config.serve.outcome_window_secs,
         inflight: Arc::new(Semaphore::new(512)),
         ready: AtomicBool::new(true),
         shutdown,

@@ -8,7 +8,9 @@
 use super::engine_task::EngineMsg;
 use super::metrics::Metrics;
 use crate::detect::DriftEvent;
-use crate::store::{Appended, LogEntry, NewStep, Snapshot, Store, StoreError, StoredSession};
+use crate::store::{
+    Appended, DerivedPatch, DerivedStep, LogEntry, NewRecord, SessionRow, Snapshot, Store, StoreError, StoredSession,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -19,10 +21,10 @@ const MAX_GROUP_STEPS: usize = 50_000;
 
 /// Work for the writer.
 pub enum WriteMsg {
-    /// Append steps; answer after commit.
+    /// Append records; answer after commit.
     Append {
-        /// Steps.
-        steps: Vec<NewStep>,
+        /// Records.
+        records: Vec<NewRecord>,
         /// Receive time.
         received_ms: i64,
         /// Answer.
@@ -34,18 +36,53 @@ pub enum WriteMsg {
         session_id: String,
         /// Position.
         after: i64,
+        /// When it was decided, unix ms.
+        decided_ms: i64,
     },
-    /// Store events and closed sessions (then publish the new events).
-    Persist {
-        /// Events.
-        events: Vec<DriftEvent>,
-        /// Closed sessions.
-        sessions: Vec<StoredSession>,
+    /// Log a trace settle decided after processing the log up to `after`.
+    Settle {
+        /// Trace.
+        trace_id: String,
+        /// Position.
+        after: i64,
+        /// When it was decided, unix ms.
+        decided_ms: i64,
     },
+    /// Store what the engine derived (then publish the new events).
+    Persist(Box<Persist>),
     /// Save a scorer snapshot.
     Snapshot(Snapshot),
     /// Finish pending work and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What the engine derived from the log, to store.
+#[derive(Debug, Default)]
+pub struct Persist {
+    /// Events.
+    pub events: Vec<DriftEvent>,
+    /// Closed sessions.
+    pub sessions: Vec<StoredSession>,
+    /// Steps assembled from spans.
+    pub derived: Vec<DerivedStep>,
+    /// Late content of derived steps.
+    pub patches: Vec<DerivedPatch>,
+    /// Session listing changes.
+    pub rows: Vec<SessionRow>,
+    /// Outcomes learnt after their session closed.
+    pub outcomes: Vec<(String, crate::model::Outcome, Option<f64>, crate::model::OutcomeSource)>,
+}
+
+impl Persist {
+    /// True when there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.sessions.is_empty()
+            && self.derived.is_empty()
+            && self.patches.is_empty()
+            && self.rows.is_empty()
+            && self.outcomes.is_empty()
+    }
 }
 
 /// Sends work to the writer.
@@ -55,12 +92,12 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Appends steps and waits for the commit.
-    pub async fn append(&self, steps: Vec<NewStep>, received_ms: i64) -> Result<Appended, StoreError> {
+    /// Appends records and waits until they are durable.
+    pub async fn append(&self, records: Vec<NewRecord>, received_ms: i64) -> Result<Appended, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(WriteMsg::Append {
-                steps,
+                records,
                 received_ms,
                 reply,
             })
@@ -108,12 +145,25 @@ enum Committed {
         replies: Vec<Reply>,
         entries: Vec<LogEntry>,
     },
+    /// A logged trace settle, for the engine.
+    Settle {
+        /// Log position.
+        id: i64,
+        /// Position the engine had processed when it decided.
+        after: i64,
+        /// When it decided.
+        received_ms: i64,
+        /// Trace.
+        trace_id: String,
+    },
     /// A logged idle close, for the engine.
     Close {
         /// Log position.
         id: i64,
         /// Position the engine had processed when it decided.
         after: i64,
+        /// When it decided.
+        received_ms: i64,
         /// Session.
         session_id: String,
     },
@@ -149,23 +199,23 @@ fn run(
         };
         match msg {
             WriteMsg::Append {
-                steps,
+                records,
                 received_ms,
                 reply,
             } => {
                 // Group every append already waiting.
-                let mut all = steps;
+                let mut all = records;
                 let mut pending: Vec<Pending> = vec![(0, all.len(), reply)];
                 let mut when = received_ms;
                 while all.len() < MAX_GROUP_STEPS {
                     match rx.try_recv() {
                         Ok(WriteMsg::Append {
-                            steps,
+                            records,
                             received_ms,
                             reply,
                         }) => {
                             let start = all.len();
-                            all.extend(steps);
+                            all.extend(records);
                             pending.push((start, all.len(), reply));
                             when = when.max(received_ms);
                         }
@@ -183,7 +233,7 @@ fn run(
                     continue;
                 }
                 let t0 = Instant::now();
-                let result = store.append_steps(&all, when);
+                let result = store.append(&all, when);
                 metrics.observe_commit(t0.elapsed().as_secs_f64(), all.len());
                 match result {
                     Ok(app) => {
@@ -193,27 +243,24 @@ fn run(
                                 let stored: Vec<_> = app
                                     .stored
                                     .iter()
-                                    .filter(|(i, _, _)| *i >= start && *i < end)
-                                    .map(|&(i, id, seq)| (i - start, id, seq))
+                                    .filter(|x| x.index >= start && x.index < end)
+                                    .map(|x| crate::store::Stored {
+                                        index: x.index - start,
+                                        id: x.id,
+                                    })
                                     .collect();
                                 let duplicates = (end - start) - stored.len();
                                 (reply, Appended { stored, duplicates })
                             })
                             .collect();
-                        // The steps move on to the engine (no copies): `stored` is in input order.
-                        let mut steps = all.into_iter().enumerate();
+                        // The records move on to the engine (no copies): `stored` is in input order.
+                        let mut records = all.into_iter().enumerate();
                         let entries: Vec<LogEntry> = app
                             .stored
                             .iter()
-                            .filter_map(|&(i, id, seq)| {
-                                let (_, n) = steps.find(|(j, _)| *j == i)?;
-                                let mut step = n.step;
-                                step.seq = seq;
-                                Some(LogEntry::Step {
-                                    id,
-                                    received_ms: when,
-                                    step,
-                                })
+                            .filter_map(|x| {
+                                let (_, r) = records.find(|(j, _)| *j == x.index)?;
+                                entry_of(r, x.id, when)
                             })
                             .collect();
                         let _ = synced_tx.send(Committed::Steps { replies, entries });
@@ -226,25 +273,58 @@ fn run(
                     }
                 }
             }
-            WriteMsg::Close { session_id, after } => match store.append_close(&session_id, after) {
+            WriteMsg::Close {
+                session_id,
+                after,
+                decided_ms,
+            } => match store.append_close(&session_id, after, decided_ms) {
                 Ok(id) => {
-                    let _ = synced_tx.send(Committed::Close { id, after, session_id });
+                    let _ = synced_tx.send(Committed::Close {
+                        id,
+                        after,
+                        received_ms: decided_ms,
+                        session_id,
+                    });
                 }
                 Err(e) => tracing::error!(error = %e, "cannot log an idle close"),
             },
-            WriteMsg::Persist { events: evs, sessions } => {
+            WriteMsg::Settle {
+                trace_id,
+                after,
+                decided_ms,
+            } => match store.append_settle(&trace_id, after, decided_ms) {
+                Ok(id) => {
+                    let _ = synced_tx.send(Committed::Settle {
+                        id,
+                        after,
+                        received_ms: decided_ms,
+                        trace_id,
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "cannot log a trace settle"),
+            },
+            WriteMsg::Persist(p) => {
+                let Persist {
+                    events: evs,
+                    sessions,
+                    derived,
+                    patches,
+                    rows,
+                    outcomes,
+                } = *p;
+                if let Err(e) = store.insert_derived(&derived) {
+                    tracing::error!(error = %e, "cannot store assembled steps");
+                }
+                if let Err(e) = store.patch_derived(&patches) {
+                    tracing::error!(error = %e, "cannot store late content");
+                }
+                if let Err(e) = store.upsert_session_rows(&rows) {
+                    tracing::error!(error = %e, "cannot store session rows");
+                }
                 match store.insert_events(&evs) {
                     Ok(new) => {
                         for e in new {
                             metrics.event(&e);
-                            tracing::info!(
-                                event_id = %e.id,
-                                detector = %e.detector,
-                                segment = %e.segment,
-                                session_id = %e.session_id,
-                                "{}",
-                                e.message
-                            );
                             let _ = events.send(Arc::new(e));
                         }
                     }
@@ -254,6 +334,11 @@ fn run(
                     && let Err(e) = store.insert_sessions(&sessions)
                 {
                     tracing::error!(error = %e, "cannot store closed sessions");
+                }
+                for (id, outcome, reward, source) in outcomes {
+                    if let Err(e) = store.set_session_outcome(&id, outcome, reward, source) {
+                        tracing::error!(error = %e, session_id = %id, "cannot store a late outcome");
+                    }
                 }
             }
             WriteMsg::Snapshot(s) => {
@@ -271,6 +356,28 @@ fn run(
     }
     drop(synced_tx);
     let _ = syncer.join();
+}
+
+/// The log entry an appended record becomes.
+fn entry_of(r: NewRecord, id: i64, received_ms: i64) -> Option<LogEntry> {
+    Some(match r {
+        NewRecord::Step(n) => LogEntry::Step {
+            id,
+            received_ms,
+            step: n.step,
+        },
+        NewRecord::Span { span, .. } => LogEntry::Span { id, received_ms, span },
+        NewRecord::Content { content, .. } => LogEntry::Content {
+            id,
+            received_ms,
+            content,
+        },
+        NewRecord::Outcome { report, .. } => LogEntry::Outcome {
+            id,
+            received_ms,
+            report,
+        },
+    })
 }
 
 /// Why appends fail after a failed flush.
@@ -314,8 +421,31 @@ fn sync_loop(
                         let _ = reply.send(answer);
                     }
                 }
-                Committed::Close { id, after, session_id } => {
-                    let _ = engine.send(EngineMsg::Log(vec![LogEntry::Close { id, after, session_id }]));
+                Committed::Close {
+                    id,
+                    after,
+                    received_ms,
+                    session_id,
+                } => {
+                    let _ = engine.send(EngineMsg::Log(vec![LogEntry::Close {
+                        id,
+                        after,
+                        received_ms,
+                        session_id,
+                    }]));
+                }
+                Committed::Settle {
+                    id,
+                    after,
+                    received_ms,
+                    trace_id,
+                } => {
+                    let _ = engine.send(EngineMsg::Log(vec![LogEntry::Settle {
+                        id,
+                        after,
+                        received_ms,
+                        trace_id,
+                    }]));
                 }
                 Committed::Shutdown(done) => {
                     let _ = done.send(());
@@ -361,8 +491,8 @@ mod tests {
     }
 
     impl Store for Recording {
-        fn append_steps(&self, steps: &[NewStep], received_ms: i64) -> Result<Appended, StoreError> {
-            let out = self.inner.append_steps(steps, received_ms);
+        fn append(&self, records: &[NewRecord], received_ms: i64) -> Result<Appended, StoreError> {
+            let out = self.inner.append(records, received_ms);
             self.note(Op::Commit);
             out
         }
@@ -377,8 +507,11 @@ mod tests {
             self.note(Op::SyncEnd);
             out
         }
-        fn append_close(&self, session_id: &str, after: i64) -> Result<i64, StoreError> {
-            self.inner.append_close(session_id, after)
+        fn append_close(&self, session_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError> {
+            self.inner.append_close(session_id, after, decided_ms)
+        }
+        fn append_settle(&self, trace_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError> {
+            self.inner.append_settle(trace_id, after, decided_ms)
         }
         fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
             self.inner.log_after(position, limit)
@@ -404,6 +537,30 @@ mod tests {
         fn session_steps(&self, session_id: &str) -> Result<Vec<(u64, String)>, StoreError> {
             self.inner.session_steps(session_id)
         }
+        fn set_session_outcome(
+            &self,
+            id: &str,
+            outcome: crate::model::Outcome,
+            reward: Option<f64>,
+            source: crate::model::OutcomeSource,
+        ) -> Result<(), StoreError> {
+            self.inner.set_session_outcome(id, outcome, reward, source)
+        }
+        fn insert_derived(&self, steps: &[DerivedStep]) -> Result<(), StoreError> {
+            self.inner.insert_derived(steps)
+        }
+        fn patch_derived(&self, patches: &[DerivedPatch]) -> Result<(), StoreError> {
+            self.inner.patch_derived(patches)
+        }
+        fn upsert_session_rows(&self, rows: &[SessionRow]) -> Result<(), StoreError> {
+            self.inner.upsert_session_rows(rows)
+        }
+        fn sessions_page(&self, q: &crate::store::SessionQuery) -> Result<crate::store::SessionPage, StoreError> {
+            self.inner.sessions_page(q)
+        }
+        fn session_row(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+            self.inner.session_row(id)
+        }
         fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError> {
             self.inner.correlated_sessions(correlation_id)
         }
@@ -427,11 +584,10 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         let step = Step::new(session, 0, 1, StepKind::Llm, "agent");
         w.send(WriteMsg::Append {
-            steps: vec![NewStep {
+            records: vec![NewRecord::Step(crate::store::NewStep {
                 raw: serde_json::to_string(&step).unwrap(),
                 step,
-                assign_seq: false,
-            }],
+            })],
             received_ms: 1,
             reply,
         });
@@ -476,6 +632,7 @@ mod tests {
                 .map(|e| match e {
                     LogEntry::Step { step, .. } => step.session_id,
                     LogEntry::Close { session_id, .. } => session_id,
+                    other => panic!("unexpected {other:?}"),
                 })
                 .collect(),
             _ => panic!("expected log entries"),

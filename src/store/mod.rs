@@ -18,7 +18,9 @@ pub mod conformance;
 
 use crate::detect::DriftEvent;
 use crate::engine::ClosedSession;
-use crate::model::Step;
+use crate::ingest::otel::assemble::ContentRecord;
+use crate::ingest::otel::span::SpanRecord;
+use crate::model::{Outcome, OutcomeSource, Step};
 use serde::{Deserialize, Serialize};
 
 /// Why a store operation failed.
@@ -40,23 +42,63 @@ pub enum StoreError {
     },
 }
 
-/// A step to append: the parsed step, and its JSON exactly as received.
+/// A native step to append: the parsed step, and its JSON exactly as received.
 #[derive(Clone, Debug)]
 pub struct NewStep {
-    /// The parsed step (its `seq` may be assigned by the store, see `assign_seq`).
+    /// The parsed step.
     pub step: Step,
     /// The record as sent (NDJSON line), or its JSON rendering for other formats.
     pub raw: String,
-    /// For OTLP-derived steps: take the next free `seq` of the session
-    /// (arrival order) and deduplicate by `span_id`.
-    pub assign_seq: bool,
+}
+
+/// An outcome reported for a session after the fact (`POST /v1/sessions/{id}/outcome`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeReport {
+    /// Session.
+    pub session_id: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The reward, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<f64>,
+}
+
+/// A record to append to the log.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // native steps are the common case
+pub enum NewRecord {
+    /// A native step; deduplicated by (session, seq).
+    Step(NewStep),
+    /// An OTLP span; deduplicated by (trace, span).
+    Span {
+        /// The span as read.
+        span: Box<SpanRecord>,
+        /// Its JSON.
+        raw: String,
+    },
+    /// Content of a model call from OTLP log events; deduplicated by `key`.
+    Content {
+        /// The content.
+        content: Box<ContentRecord>,
+        /// Its JSON.
+        raw: String,
+        /// Identity of the record (its span and a hash of its content).
+        key: String,
+    },
+    /// An outcome reported after the fact.
+    Outcome {
+        /// The report.
+        report: OutcomeReport,
+        /// Its JSON.
+        raw: String,
+    },
 }
 
 /// A log entry, in commit order.
 #[derive(Clone, Debug, PartialEq)]
 #[allow(clippy::large_enum_variant)] // steps are the common case; boxing them costs an allocation each
 pub enum LogEntry {
-    /// An accepted step.
+    /// An accepted native step.
     Step {
         /// Log position.
         id: i64,
@@ -71,8 +113,48 @@ pub enum LogEntry {
         id: i64,
         /// Log position the scorer had processed when it closed the session.
         after: i64,
+        /// When it decided, unix ms.
+        received_ms: i64,
         /// Session.
         session_id: String,
+    },
+    /// An accepted OTLP span.
+    Span {
+        /// Log position.
+        id: i64,
+        /// When it was received, unix ms.
+        received_ms: i64,
+        /// The span.
+        span: Box<SpanRecord>,
+    },
+    /// Accepted content of a model call (OTLP log events).
+    Content {
+        /// Log position.
+        id: i64,
+        /// When it was received, unix ms.
+        received_ms: i64,
+        /// The content.
+        content: Box<ContentRecord>,
+    },
+    /// The engine settled a trace judged quiet after processing the log up to `after`.
+    Settle {
+        /// Log position.
+        id: i64,
+        /// Log position the engine had processed when it decided.
+        after: i64,
+        /// When it decided, unix ms (the time its steps are released at).
+        received_ms: i64,
+        /// Trace.
+        trace_id: String,
+    },
+    /// An outcome reported after the fact.
+    Outcome {
+        /// Log position.
+        id: i64,
+        /// When it was received, unix ms.
+        received_ms: i64,
+        /// The report.
+        report: OutcomeReport,
     },
 }
 
@@ -80,19 +162,114 @@ impl LogEntry {
     /// Its position in the log.
     pub fn id(&self) -> i64 {
         match self {
-            LogEntry::Step { id, .. } | LogEntry::Close { id, .. } => *id,
+            LogEntry::Step { id, .. }
+            | LogEntry::Close { id, .. }
+            | LogEntry::Span { id, .. }
+            | LogEntry::Content { id, .. }
+            | LogEntry::Settle { id, .. }
+            | LogEntry::Outcome { id, .. } => *id,
         }
     }
+}
+
+/// One newly stored record of an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Its index in the appended records.
+    pub index: usize,
+    /// Its log position.
+    pub id: i64,
 }
 
 /// What an append did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Appended {
-    /// Newly stored steps: (index in the input, log position, seq as
-    /// stored, which the store assigns for `assign_seq`). Duplicates are not here.
-    pub stored: Vec<(usize, i64, u64)>,
-    /// Steps that were already stored (same session and seq, or same span).
+    /// Newly stored records, in input order. Duplicates are not here.
+    pub stored: Vec<Stored>,
+    /// Records that were already stored (same session and seq, same span, same content).
     pub duplicates: usize,
+}
+
+/// A step the engine assembled from spans, kept for replay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DerivedStep {
+    /// Session.
+    pub session_id: String,
+    /// Its key within the session (the span id it came from, with a suffix for user, tool and end steps).
+    pub key: String,
+    /// Its `seq`.
+    pub seq: u64,
+    /// Correlation id (the trace).
+    pub correlation_id: Option<String>,
+    /// Its JSON.
+    pub raw: String,
+}
+
+/// Late content for a derived model-call step (what replay shows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DerivedPatch {
+    /// Session.
+    pub session_id: String,
+    /// The step's key.
+    pub key: String,
+    /// Output text.
+    pub text: Option<String>,
+    /// Requested tool calls.
+    pub tool_calls_requested: Option<u32>,
+}
+
+/// A session in the listing (`GET /v1/sessions`). Absent fields of an
+/// update leave the stored value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionRow {
+    /// Session id.
+    pub session_id: String,
+    /// Agent of its first step.
+    pub agent: Option<String>,
+    /// Segment it is scored against (`agent/task_type`).
+    pub segment: Option<String>,
+    /// Whether a baseline segment scores it.
+    pub scored: Option<bool>,
+    /// `native`, `resolved` or `unresolved` (OTLP identity).
+    pub identity: Option<String>,
+    /// `open` or `closed`.
+    pub status: Option<String>,
+    /// Steps scored.
+    pub steps: Option<u64>,
+    /// Outcome.
+    pub outcome: Option<Outcome>,
+    /// Where the outcome came from.
+    pub outcome_source: Option<String>,
+    /// First step time, unix ms.
+    pub first_ts: Option<i64>,
+    /// Last step time, unix ms.
+    pub last_ts: Option<i64>,
+}
+
+/// Filters for listing sessions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionQuery {
+    /// Agent.
+    pub agent: Option<String>,
+    /// Segment `agent/task_type`.
+    pub segment: Option<String>,
+    /// Scored or not.
+    pub scored: Option<bool>,
+    /// Sessions whose last step is at or after this time (unix ms).
+    pub since: Option<i64>,
+    /// Sessions after this cursor.
+    pub cursor: Option<i64>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// A page of sessions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionPage {
+    /// Sessions, in the order they were first seen.
+    pub sessions: Vec<SessionRow>,
+    /// Cursor to pass to get the next page (`None`: no more now).
+    pub next_cursor: Option<i64>,
 }
 
 /// A page of events.
@@ -143,18 +320,20 @@ pub struct Snapshot {
 
 /// Durable storage for the service.
 pub trait Store: Send + Sync {
-    /// Appends steps atomically (one transaction); duplicates of stored
-    /// steps are skipped and counted. The append is visible at once and
+    /// Appends records atomically (one transaction); duplicates of stored
+    /// records are skipped and counted. The append is visible at once and
     /// durable once a later [`Store::sync`] returns.
-    fn append_steps(&self, steps: &[NewStep], received_ms: i64) -> Result<Appended, StoreError>;
+    fn append(&self, records: &[NewRecord], received_ms: i64) -> Result<Appended, StoreError>;
     /// Makes every write committed before the call durable, so a caller
     /// can acknowledge many commits with one flush to disk while the next
     /// commits proceed (pipelined group commit). Committed writes survive
     /// in commit order: a write that survives a power loss implies that
     /// every earlier one did.
     fn sync(&self) -> Result<(), StoreError>;
-    /// Appends a session-close marker.
-    fn append_close(&self, session_id: &str, after: i64) -> Result<i64, StoreError>;
+    /// Appends a session-close marker decided at `decided_ms`.
+    fn append_close(&self, session_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError>;
+    /// Appends a trace-settle marker decided at `decided_ms`.
+    fn append_settle(&self, trace_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError>;
     /// Log entries after `position`, at most `limit`.
     fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError>;
     /// Inserts events (idempotent by id); returns those that were new.
@@ -163,21 +342,40 @@ pub trait Store: Send + Sync {
     fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError>;
     /// One event.
     fn event(&self, id: &str) -> Result<Option<DriftEvent>, StoreError>;
-    /// Records closed sessions (idempotent by session id).
+    /// Records closed sessions (by session id: the first close time stays, the body is updated).
     fn insert_sessions(&self, sessions: &[StoredSession]) -> Result<(), StoreError>;
     /// A closed session.
     fn session(&self, id: &str) -> Result<Option<StoredSession>, StoreError>;
+    /// Records an outcome learnt after a session closed (its stored body and row).
+    fn set_session_outcome(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        reward: Option<f64>,
+        source: OutcomeSource,
+    ) -> Result<(), StoreError>;
     /// Closed sessions of a segment, most recent first.
     fn segment_sessions(&self, segment: &str, limit: usize) -> Result<Vec<StoredSession>, StoreError>;
-    /// Every stored step of a session as received, in `seq` order: (seq, raw JSON).
+    /// Stores steps assembled from spans (idempotent by session and key).
+    fn insert_derived(&self, steps: &[DerivedStep]) -> Result<(), StoreError>;
+    /// Applies late content to derived steps.
+    fn patch_derived(&self, patches: &[DerivedPatch]) -> Result<(), StoreError>;
+    /// Every stored step of a session in `seq` order: (seq, JSON). Native
+    /// steps are the bytes received; steps assembled from spans their JSON.
     fn session_steps(&self, session_id: &str) -> Result<Vec<(u64, String)>, StoreError>;
-    /// Sessions sharing a correlation id (multi-agent tasks), excluding none.
+    /// Sessions sharing a correlation id (multi-agent tasks).
     fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Inserts or updates session rows (absent fields keep the stored value).
+    fn upsert_session_rows(&self, rows: &[SessionRow]) -> Result<(), StoreError>;
+    /// Lists sessions.
+    fn sessions_page(&self, q: &SessionQuery) -> Result<SessionPage, StoreError>;
+    /// One session's row.
+    fn session_row(&self, id: &str) -> Result<Option<SessionRow>, StoreError>;
     /// Saves the scorer snapshot (replacing the previous one).
     fn save_snapshot(&self, s: &Snapshot) -> Result<(), StoreError>;
     /// The latest snapshot.
     fn snapshot(&self) -> Result<Option<Snapshot>, StoreError>;
-    /// Number of steps stored.
+    /// Number of native steps and spans stored.
     fn step_count(&self) -> Result<u64, StoreError>;
     /// Checks the store answers (readiness).
     fn ping(&self) -> Result<(), StoreError>;

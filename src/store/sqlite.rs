@@ -18,8 +18,17 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Schema version (SQLite `user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version (SQLite `user_version`). 2 added OTLP spans and
+/// content in the log, derived steps and the session listing.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Log entry kinds (`log.kind`).
+const KIND_STEP: i64 = 0;
+const KIND_CLOSE: i64 = 1;
+const KIND_SPAN: i64 = 2;
+const KIND_CONTENT: i64 = 3;
+const KIND_SETTLE: i64 = 4;
+const KIND_OUTCOME: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log (
@@ -57,6 +66,32 @@ CREATE TABLE IF NOT EXISTS sessions (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_segment ON sessions(segment, closed_ms);
+CREATE TABLE IF NOT EXISTS derived (
+    session_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    correlation_id TEXT,
+    raw TEXT NOT NULL,
+    PRIMARY KEY (session_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS derived_seq ON derived(session_id, seq);
+CREATE INDEX IF NOT EXISTS derived_correlation ON derived(correlation_id) WHERE correlation_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS session_index (
+    rid INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL UNIQUE,
+    agent TEXT,
+    segment TEXT,
+    scored INTEGER,
+    identity TEXT,
+    status TEXT,
+    steps INTEGER,
+    outcome TEXT,
+    outcome_source TEXT,
+    first_ts INTEGER,
+    last_ts INTEGER
+);
+CREATE INDEX IF NOT EXISTS session_index_agent ON session_index(agent, rid);
+CREATE INDEX IF NOT EXISTS session_index_segment ON session_index(segment, rid);
 CREATE TABLE IF NOT EXISTS snapshot (
     one INTEGER PRIMARY KEY CHECK (one = 1),
     position INTEGER NOT NULL,
@@ -197,6 +232,18 @@ fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(c)
 }
 
+/// Brings a version-1 store to version 2 (the `trace_id` column of the
+/// log and its index); a no-op on a current one.
+fn migrate(c: &Connection) -> Result<(), rusqlite::Error> {
+    let has_trace: bool = c
+        .prepare("SELECT 1 FROM pragma_table_info('log') WHERE name = 'trace_id'")?
+        .exists([])?;
+    if !has_trace {
+        c.execute_batch("ALTER TABLE log ADD COLUMN trace_id TEXT")?;
+    }
+    c.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS log_trace_span ON log(trace_id, span_id) WHERE kind IN (2, 3);")
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `agentdrift.sqlite3` under `dir`.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
@@ -216,6 +263,7 @@ impl SqliteStore {
             )));
         }
         c.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
+        migrate(&c).map_err(|e| err(e.to_string()))?;
         c.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|e| err(e.to_string()))?;
         // Checkpoints run on their own thread (see `Checkpointer`); when the
@@ -259,6 +307,24 @@ impl SqliteStore {
     }
 }
 
+/// A `session_index` row read from column `at` on.
+fn session_row(r: &rusqlite::Row, at: usize) -> Result<SessionRow, rusqlite::Error> {
+    let outcome: Option<String> = r.get(at + 7)?;
+    Ok(SessionRow {
+        session_id: r.get(at)?,
+        agent: r.get(at + 1)?,
+        segment: r.get(at + 2)?,
+        scored: r.get(at + 3)?,
+        identity: r.get(at + 4)?,
+        status: r.get(at + 5)?,
+        steps: r.get::<_, Option<i64>>(at + 6)?.map(|n| n as u64),
+        outcome: outcome.and_then(|o| serde_json::from_value(serde_json::Value::String(o)).ok()),
+        outcome_source: r.get(at + 8)?,
+        first_ts: r.get(at + 9)?,
+        last_ts: r.get(at + 10)?,
+    })
+}
+
 fn decode_event(body: String) -> Result<DriftEvent, rusqlite::Error> {
     serde_json::from_str(&body)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
@@ -270,45 +336,66 @@ fn decode_session(body: String) -> Result<StoredSession, rusqlite::Error> {
 }
 
 impl Store for SqliteStore {
-    fn append_steps(&self, steps: &[NewStep], received_ms: i64) -> Result<Appended, StoreError> {
+    fn append(&self, records: &[NewRecord], received_ms: i64) -> Result<Appended, StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
             let mut out = Appended::default();
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO log (kind, session_id, seq, span_id, correlation_id, received_ms, raw)
-                     VALUES (0, ?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR IGNORE INTO log (kind, session_id, seq, span_id, correlation_id, received_ms, raw, trace_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
-                let mut next_seq =
-                    tx.prepare_cached("SELECT COALESCE(MAX(seq), -1) + 1 FROM log WHERE session_id = ?1 AND kind = 0")?;
-                let mut span_seen =
-                    tx.prepare_cached("SELECT 1 FROM log WHERE session_id = ?1 AND span_id = ?2 AND kind = 0")?;
-                for (i, n) in steps.iter().enumerate() {
-                    let step = &n.step;
-                    let (seq, assigned) = if n.assign_seq {
-                        if let Some(span) = &step.span_id
-                            && span_seen.exists(params![step.session_id, span])?
-                        {
-                            out.duplicates += 1;
-                            continue;
+                for (i, r) in records.iter().enumerate() {
+                    let changed = match r {
+                        NewRecord::Step(n) => {
+                            let step = &n.step;
+                            insert.execute(params![
+                                KIND_STEP,
+                                step.session_id,
+                                step.seq as i64,
+                                step.span_id,
+                                step.correlation_id,
+                                received_ms,
+                                n.raw,
+                                Option::<&str>::None,
+                            ])?
                         }
-                        let seq = next_seq.query_row(params![step.session_id], |r| r.get::<_, i64>(0))? as u64;
-                        let mut with_seq = step.clone();
-                        with_seq.seq = seq;
-                        (seq, Some(serde_json::to_string(&with_seq).expect("steps serialise")))
-                    } else {
-                        (step.seq, None)
+                        NewRecord::Span { span, raw } => insert.execute(params![
+                            KIND_SPAN,
+                            "",
+                            Option::<i64>::None,
+                            span.span_id,
+                            Option::<&str>::None,
+                            received_ms,
+                            raw,
+                            span.trace_id,
+                        ])?,
+                        NewRecord::Content { content, raw, key } => insert.execute(params![
+                            KIND_CONTENT,
+                            "",
+                            Option::<i64>::None,
+                            key,
+                            Option::<&str>::None,
+                            received_ms,
+                            raw,
+                            content.trace_id,
+                        ])?,
+                        NewRecord::Outcome { report, raw } => insert.execute(params![
+                            KIND_OUTCOME,
+                            report.session_id,
+                            Option::<i64>::None,
+                            Option::<&str>::None,
+                            Option::<&str>::None,
+                            received_ms,
+                            raw,
+                            Option::<&str>::None,
+                        ])?,
                     };
-                    let changed = insert.execute(params![
-                        step.session_id,
-                        seq as i64,
-                        step.span_id,
-                        step.correlation_id,
-                        received_ms,
-                        assigned.as_deref().unwrap_or(&n.raw)
-                    ])?;
                     if changed == 1 {
-                        out.stored.push((i, tx.last_insert_rowid(), seq));
+                        out.stored.push(Stored {
+                            index: i,
+                            id: tx.last_insert_rowid(),
+                        });
                     } else {
                         out.duplicates += 1;
                     }
@@ -319,11 +406,21 @@ impl Store for SqliteStore {
         })
     }
 
-    fn append_close(&self, session_id: &str, after: i64) -> Result<i64, StoreError> {
+    fn append_close(&self, session_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError> {
         self.write(|c| {
             c.execute(
-                "INSERT INTO log (kind, session_id, received_ms, after_id) VALUES (1, ?1, 0, ?2)",
-                params![session_id, after],
+                "INSERT INTO log (kind, session_id, received_ms, after_id) VALUES (?1, ?2, ?3, ?4)",
+                params![KIND_CLOSE, session_id, decided_ms, after],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn append_settle(&self, trace_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO log (kind, session_id, received_ms, after_id, trace_id) VALUES (?1, '', ?2, ?3, ?4)",
+                params![KIND_SETTLE, decided_ms, after, trace_id],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -361,32 +458,60 @@ impl Store for SqliteStore {
     }
 
     fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
-        type Row = (i64, i64, String, i64, Option<i64>, Option<String>);
+        type Row = (i64, i64, String, i64, Option<i64>, Option<String>, Option<String>);
         let rows: Vec<Row> = self.read(|c| {
             let mut q = c.prepare_cached(
-                "SELECT id, kind, session_id, received_ms, after_id, raw FROM log WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, kind, session_id, received_ms, after_id, raw, trace_id FROM log WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
             let rows = q
-                .query_map(params![position, limit as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                .query_map(params![position, limit.min(i64::MAX as usize) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })?;
         rows.into_iter()
-            .map(|(id, kind, session_id, received_ms, after, raw)| {
-                if kind == 1 {
-                    Ok(LogEntry::Close {
+            .map(|(id, kind, session_id, received_ms, after, raw, trace_id)| {
+                let raw = || {
+                    raw.clone()
+                        .ok_or_else(|| StoreError::Corrupt(format!("log {id} has no record")))
+                };
+                let bad = |e: serde_json::Error| StoreError::Corrupt(format!("log {id}: {e}"));
+                Ok(match kind {
+                    KIND_STEP => LogEntry::Step {
+                        id,
+                        received_ms,
+                        step: serde_json::from_str(&raw()?).map_err(bad)?,
+                    },
+                    KIND_CLOSE => LogEntry::Close {
                         id,
                         after: after.unwrap_or(id),
+                        received_ms,
                         session_id,
-                    })
-                } else {
-                    let raw = raw.ok_or_else(|| StoreError::Corrupt(format!("log {id} has no step")))?;
-                    let step: Step =
-                        serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("log {id}: {e}")))?;
-                    Ok(LogEntry::Step { id, received_ms, step })
-                }
+                    },
+                    KIND_SPAN => LogEntry::Span {
+                        id,
+                        received_ms,
+                        span: Box::new(serde_json::from_str(&raw()?).map_err(bad)?),
+                    },
+                    KIND_CONTENT => LogEntry::Content {
+                        id,
+                        received_ms,
+                        content: Box::new(serde_json::from_str(&raw()?).map_err(bad)?),
+                    },
+                    KIND_SETTLE => LogEntry::Settle {
+                        id,
+                        after: after.unwrap_or(id),
+                        received_ms,
+                        trace_id: trace_id.unwrap_or_default(),
+                    },
+                    KIND_OUTCOME => LogEntry::Outcome {
+                        id,
+                        received_ms,
+                        report: serde_json::from_str(&raw()?).map_err(bad)?,
+                    },
+                    other => return Err(StoreError::Corrupt(format!("log {id}: unknown kind {other}"))),
+                })
             })
             .collect()
     }
@@ -464,7 +589,9 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut q = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO sessions (session_id, segment, closed_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO sessions (session_id, segment, closed_ms, body) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(session_id) DO UPDATE SET segment = excluded.segment,
+                       body = json_set(excluded.body, '$.closed_ms', sessions.closed_ms)",
                 )?;
                 for s in sessions {
                     let body = serde_json::to_string(s).expect("sessions serialise");
@@ -489,6 +616,29 @@ impl Store for SqliteStore {
         })
     }
 
+    fn set_session_outcome(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        reward: Option<f64>,
+        source: OutcomeSource,
+    ) -> Result<(), StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE sessions SET body = json_set(body, '$.closed.features.outcome', ?2,
+                     '$.closed.features.reward', ?3, '$.closed.outcome_source', ?4)
+                 WHERE session_id = ?1",
+                params![id, outcome.as_str(), reward, source.as_str()],
+            )?;
+            tx.execute(
+                "UPDATE session_index SET outcome = ?2, outcome_source = ?3 WHERE session_id = ?1",
+                params![id, outcome.as_str(), source.as_str()],
+            )?;
+            tx.commit()
+        })
+    }
+
     fn segment_sessions(&self, segment: &str, limit: usize) -> Result<Vec<StoredSession>, StoreError> {
         self.read(|c| {
             let mut q = c.prepare_cached(
@@ -501,9 +651,52 @@ impl Store for SqliteStore {
         })
     }
 
+    fn insert_derived(&self, steps: &[DerivedStep]) -> Result<(), StoreError> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut q = tx.prepare_cached(
+                    "INSERT INTO derived (session_id, key, seq, correlation_id, raw) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(session_id, key) DO UPDATE SET seq = excluded.seq, raw = excluded.raw",
+                )?;
+                for d in steps {
+                    q.execute(params![d.session_id, d.key, d.seq as i64, d.correlation_id, d.raw])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn patch_derived(&self, patches: &[DerivedPatch]) -> Result<(), StoreError> {
+        if patches.is_empty() {
+            return Ok(());
+        }
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut q = tx.prepare_cached(
+                    "UPDATE derived SET raw = json_set(raw, '$.text', ?3, '$.tool_calls_requested', ?4)
+                     WHERE session_id = ?1 AND key = ?2",
+                )?;
+                for p in patches {
+                    q.execute(params![p.session_id, p.key, p.text, p.tool_calls_requested])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
     fn session_steps(&self, session_id: &str) -> Result<Vec<(u64, String)>, StoreError> {
         self.read(|c| {
-            let mut q = c.prepare_cached("SELECT seq, raw FROM log WHERE session_id = ?1 AND kind = 0 ORDER BY seq")?;
+            let mut q = c.prepare_cached(
+                "SELECT seq, raw FROM (
+                     SELECT seq, raw, 0 AS src FROM log WHERE session_id = ?1 AND kind = 0
+                     UNION ALL SELECT seq, raw, 1 AS src FROM derived WHERE session_id = ?1
+                 ) ORDER BY seq, src",
+            )?;
             let rows = q
                 .query_map(params![session_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -514,12 +707,96 @@ impl Store for SqliteStore {
     fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError> {
         self.read(|c| {
             let mut q = c.prepare_cached(
-                "SELECT DISTINCT session_id FROM log WHERE correlation_id = ?1 AND kind = 0 ORDER BY session_id",
+                "SELECT session_id FROM log WHERE correlation_id = ?1 AND kind = 0
+                 UNION SELECT session_id FROM derived WHERE correlation_id = ?1 ORDER BY 1",
             )?;
             let rows = q
                 .query_map(params![correlation_id], |r| r.get(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
+        })
+    }
+
+    fn upsert_session_rows(&self, rows: &[SessionRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut q = tx.prepare_cached(
+                    "INSERT INTO session_index (session_id, agent, segment, scored, identity, status, steps, outcome, outcome_source, first_ts, last_ts)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT(session_id) DO UPDATE SET
+                       agent = COALESCE(excluded.agent, agent),
+                       segment = COALESCE(excluded.segment, segment),
+                       scored = COALESCE(excluded.scored, scored),
+                       identity = COALESCE(excluded.identity, identity),
+                       status = COALESCE(excluded.status, status),
+                       steps = COALESCE(excluded.steps, steps),
+                       outcome = COALESCE(excluded.outcome, outcome),
+                       outcome_source = COALESCE(excluded.outcome_source, outcome_source),
+                       first_ts = COALESCE(excluded.first_ts, first_ts),
+                       last_ts = COALESCE(excluded.last_ts, last_ts)",
+                )?;
+                for r in rows {
+                    q.execute(params![
+                        r.session_id,
+                        r.agent,
+                        r.segment,
+                        r.scored,
+                        r.identity,
+                        r.status,
+                        r.steps.map(|n| n as i64),
+                        r.outcome.map(|o| o.as_str()),
+                        r.outcome_source,
+                        r.first_ts,
+                        r.last_ts
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn sessions_page(&self, q: &SessionQuery) -> Result<SessionPage, StoreError> {
+        let limit = q.limit.clamp(1, 1000);
+        let rows: Vec<(i64, SessionRow)> = self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT rid, session_id, agent, segment, scored, identity, status, steps, outcome, outcome_source, first_ts, last_ts
+                 FROM session_index
+                 WHERE rid > ?1
+                   AND (?2 IS NULL OR agent = ?2)
+                   AND (?3 IS NULL OR segment = ?3)
+                   AND (?4 IS NULL OR scored = ?4)
+                   AND (?5 IS NULL OR last_ts >= ?5)
+                 ORDER BY rid LIMIT ?6",
+            )?;
+            let rows = st
+                .query_map(
+                    params![q.cursor.unwrap_or(0), q.agent, q.segment, q.scored, q.since, limit as i64 + 1],
+                    |r| Ok((r.get(0)?, session_row(r, 1)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })?;
+        let more = rows.len() > limit;
+        let next_cursor = if more { rows.get(limit - 1).map(|r| r.0) } else { None };
+        Ok(SessionPage {
+            sessions: rows.into_iter().take(limit).map(|r| r.1).collect(),
+            next_cursor,
+        })
+    }
+
+    fn session_row(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT session_id, agent, segment, scored, identity, status, steps, outcome, outcome_source, first_ts, last_ts
+                 FROM session_index WHERE session_id = ?1",
+                params![id],
+                |r| session_row(r, 0),
+            )
+            .optional()
         })
     }
 
@@ -552,8 +829,12 @@ impl Store for SqliteStore {
     }
 
     fn step_count(&self) -> Result<u64, StoreError> {
-        self.read(|c| c.query_row("SELECT COUNT(*) FROM log WHERE kind = 0", [], |r| r.get::<_, i64>(0)))
-            .map(|n| n as u64)
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM log WHERE kind IN (0, 2)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|n| n as u64)
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -567,13 +848,12 @@ mod tests {
     use crate::model::StepKind;
     use std::os::unix::fs::MetadataExt;
 
-    fn step(session: &str, seq: u64) -> NewStep {
+    fn step(session: &str, seq: u64) -> NewRecord {
         let step = Step::new(session, seq, 1, StepKind::Llm, "agent");
-        NewStep {
+        NewRecord::Step(NewStep {
             raw: serde_json::to_string(&step).unwrap(),
             step,
-            assign_seq: false,
-        }
+        })
     }
 
     fn wal_ino(dir: &Path) -> u64 {
@@ -584,7 +864,7 @@ mod tests {
     fn sync_flushes_the_current_wal_through_truncation_and_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path()).unwrap();
-        s.append_steps(&[step("a", 0)], 1).unwrap();
+        s.append(&[step("a", 0)], 1).unwrap();
         s.sync().unwrap();
         let ino = s.wal.lock().unwrap().as_ref().map(|w| w.ino);
         assert_eq!(ino, Some(wal_ino(dir.path())), "sync holds the WAL file itself");
@@ -597,13 +877,13 @@ mod tests {
                 .len(),
             0
         );
-        s.append_steps(&[step("a", 1)], 1).unwrap();
+        s.append(&[step("a", 1)], 1).unwrap();
         s.sync().unwrap();
         drop(s);
         // Closing the last connection removes the WAL; a reopened store
         // syncs the new one.
         let s = SqliteStore::open(dir.path()).unwrap();
-        s.append_steps(&[step("a", 2)], 1).unwrap();
+        s.append(&[step("a", 2)], 1).unwrap();
         s.sync().unwrap();
         let ino = s.wal.lock().unwrap().as_ref().map(|w| w.ino);
         assert_eq!(ino, Some(wal_ino(dir.path())));
@@ -622,16 +902,25 @@ mod tests {
         // About 20 MB/s for 1.5 s: the checkpointer runs 30 times.
         while started.elapsed() < std::time::Duration::from_millis(1500) {
             std::thread::sleep(std::time::Duration::from_millis(1));
-            let batch: Vec<NewStep> = (0..10)
+            let batch: Vec<NewRecord> = (0..10)
                 .map(|_| {
-                    let mut n = step("w", seq);
+                    let mut st = Step::new("w", seq, 1, StepKind::Llm, "agent");
+                    st.text = Some(text.clone());
                     seq += 1;
-                    n.raw = format!("{{\"seq\":{seq},\"text\":\"{text}\"}}");
-                    n
+                    NewRecord::Step(NewStep {
+                        raw: serde_json::to_string(&st).unwrap(),
+                        step: st,
+                    })
                 })
                 .collect();
-            written += batch.iter().map(|n| n.raw.len() as u64).sum::<u64>();
-            s.append_steps(&batch, 1).unwrap();
+            written += batch
+                .iter()
+                .map(|n| match n {
+                    NewRecord::Step(n) => n.raw.len() as u64,
+                    _ => 0,
+                })
+                .sum::<u64>();
+            s.append(&batch, 1).unwrap();
             largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
         }
         // Without restarts the WAL would hold everything written.

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -105,4 +107,51 @@ pub fn num(row: &std::collections::HashMap<String, String>, col: &str) -> Option
 /// Relative difference |a/b − 1| (absolute when b = 0).
 pub fn rel(a: f64, b: f64) -> f64 {
     if b == 0.0 { a.abs() } else { (a / b - 1.0).abs() }
+}
+
+/// A Python virtual environment with `requirements` installed, made once
+/// and cached under the target directory (keyed by the requirements'
+/// content), so the tests need nothing but `python3` on the machine.
+/// Concurrent tests wait on a file lock while one of them installs.
+#[track_caller]
+pub fn python_env(name: &str, requirements: &std::path::Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let text = std::fs::read(requirements).unwrap_or_else(|e| panic!("{}: {e}", requirements.display()));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python");
+    std::fs::create_dir_all(&root).expect("create the Python cache dir");
+    let dir = root.join(format!("{name}-{:016x}", h.finish()));
+    let python = dir.join("bin/python");
+    let ready = dir.join(".ready");
+    let lock = std::fs::File::create(root.join(format!("{name}.lock"))).expect("lock file");
+    lock.lock().expect("lock the Python cache");
+    if !ready.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let py = std::env::var("AGENTDRIFT_PYTHON3").unwrap_or_else(|_| "python3".into());
+        let ok = Command::new(&py)
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "`{py} -m venv {}` failed: the tests need Python 3 with venv",
+            dir.display()
+        );
+        let out = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(requirements)
+            .output()
+            .expect("run pip");
+        assert!(
+            out.status.success(),
+            "pip install -r {} failed (the tests install their Python packages from PyPI):\n{}",
+            requirements.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&ready, b"").expect("mark the venv ready");
+    }
+    let _ = lock.unlock();
+    python
 }
