@@ -15,6 +15,31 @@ pub struct Config {
     pub train: TrainConfig,
     /// `[serve]`: the scoring service.
     pub serve: ServeConfig,
+    /// `[auth]`: tokens and scopes.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Tokens, stored hashed (`agentdrift token` prints an entry).
+    pub tokens: Vec<TokenConfig>,
+    /// `read` (a read token is needed) or `open` (no token) for `/metrics`.
+    pub metrics: String,
+    /// Plaintext tokens from `AGENTDRIFT_AUTH_TOKENS` (`name=scopes:secret;…`), never from a file.
+    #[serde(skip)]
+    pub env_tokens: Vec<(String, Vec<Scope>, String)>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens: Vec::new(),
+            metrics: "read".into(),
+            env_tokens: Vec::new(),
+        }
+    }
 }
 
 /// `[serve]` settings.
@@ -49,6 +74,18 @@ pub struct ServeConfig {
     pub outcome_window_secs: u64,
     /// OTLP/gRPC address (empty: no gRPC receiver).
     pub otlp_grpc_listen: String,
+    /// Seconds for a request's headers to arrive (also the keep-alive idle timeout).
+    pub http_header_timeout_secs: u64,
+    /// Seconds for a request's body to arrive.
+    pub http_body_timeout_secs: u64,
+    /// Open connections at most (0: the open-file limit minus a reserve).
+    pub max_connections: usize,
+    /// PEM certificate chain: serve HTTPS (and gRPC over TLS).
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// Serve a non-loopback address without tokens (refused otherwise).
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for ServeConfig {
@@ -67,8 +104,83 @@ impl Default for ServeConfig {
             root_status_outcome: true,
             outcome_window_secs: 86_400,
             otlp_grpc_listen: "127.0.0.1:4317".into(),
+            http_header_timeout_secs: 10,
+            http_body_timeout_secs: 30,
+            max_connections: 0,
+            tls_cert: None,
+            tls_key: None,
+            allow_unauthenticated: false,
         }
     }
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Send steps, spans, log events and outcomes.
+    Ingest,
+    /// Read reports, events, sessions and metrics.
+    Read,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s.trim() {
+            "ingest" => Some(Scope::Ingest),
+            "read" => Some(Scope::Read),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// One configured token: its name (for logs), the hash of its secret and its scopes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (shown in logs, never the secret).
+    pub name: String,
+    /// Hex SHA-256 of the secret (`agentdrift token` prints it).
+    pub sha256: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+}
+
+/// Parses `AGENTDRIFT_AUTH_TOKENS`: `name=scope,scope:secret` entries separated by `;`.
+pub fn parse_env_tokens(v: &str) -> Result<Vec<(String, Vec<Scope>, String)>, String> {
+    let mut out = Vec::new();
+    for entry in v.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, rest) = entry.split_once('=').ok_or_else(|| {
+            format!(
+                "`{}…`: expected name=scopes:secret",
+                entry.chars().take(8).collect::<String>()
+            )
+        })?;
+        let (scopes, secret) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("token `{name}`: expected name=scopes:secret"))?;
+        let scopes = scopes
+            .split(',')
+            .map(|s| {
+                Scope::parse(s).ok_or_else(|| format!("token `{name}`: unknown scope `{s}` (ingest, read, admin)"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push((name.trim().to_string(), scopes, secret.to_string()));
+    }
+    Ok(out)
 }
 
 /// Why configuration could not be loaded.
@@ -145,6 +257,18 @@ impl Config {
                 "AGENTDRIFT_TRACE_TIMEOUT_SECS" => self.serve.trace_timeout_secs = num(k, v)?,
                 "AGENTDRIFT_OUTCOME_WINDOW_SECS" => self.serve.outcome_window_secs = num(k, v)?,
                 "AGENTDRIFT_OTLP_GRPC_LISTEN" => self.serve.otlp_grpc_listen = v.clone(),
+                "AGENTDRIFT_HTTP_HEADER_TIMEOUT_SECS" => self.serve.http_header_timeout_secs = num(k, v)?,
+                "AGENTDRIFT_HTTP_BODY_TIMEOUT_SECS" => self.serve.http_body_timeout_secs = num(k, v)?,
+                "AGENTDRIFT_MAX_CONNECTIONS" => self.serve.max_connections = num(k, v)? as usize,
+                "AGENTDRIFT_TLS_CERT" => self.serve.tls_cert = Some(v.clone()),
+                "AGENTDRIFT_TLS_KEY" => self.serve.tls_key = Some(v.clone()),
+                "AGENTDRIFT_AUTH_TOKENS" => {
+                    self.auth.env_tokens = parse_env_tokens(v).map_err(|message| ConfigError::Env {
+                        name: k.clone(),
+                        value: "(hidden)".into(),
+                        message,
+                    })?
+                }
                 "AGENTDRIFT_PRICES" => self.serve.prices = Some(v.clone()),
                 "AGENTDRIFT_LOG_FORMAT" => {
                     if v != "json" && v != "text" {

@@ -46,8 +46,26 @@ pub enum ApiError {
     /// Not ready or shutting down.
     #[error("{0}")]
     Unavailable(String),
-    /// A store failure (logged; the client gets a generic message).
-    #[error("storage failure")]
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout {
+        /// The limit.
+        secs: u64,
+    },
+    /// No or a wrong token.
+    #[error(transparent)]
+    Auth(#[from] crate::api::auth::AuthError),
+    /// The `Host` header names another host (DNS rebinding).
+    #[error("host `{0}` is not served here: this service answers only to its loopback names")]
+    Host(String),
+    /// A route exists but not for this method.
+    #[error("method {method} is not allowed here")]
+    MethodNotAllowed {
+        /// The method.
+        method: String,
+    },
+    /// A store failure.
+    #[error("storage failure: {0}")]
     Store(#[from] StoreError),
 }
 
@@ -61,6 +79,15 @@ impl ApiError {
             ApiError::InvalidRecords(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Auth(crate::api::auth::AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Host(_) => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Store(StoreError::Full(_)) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Store(StoreError::Busy(_) | StoreError::SyncFailed(_) | StoreError::Stopped(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +101,15 @@ impl ApiError {
             ApiError::BadQuery { .. } => "bad_query",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::Auth(crate::api::auth::AuthError::Forbidden { .. }) => "forbidden",
+            ApiError::Auth(_) => "unauthorized",
+            ApiError::Host(_) => "host_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Store(StoreError::Full(_)) => "disk_full",
+            ApiError::Store(StoreError::Busy(_)) => "retry",
+            ApiError::Store(StoreError::SyncFailed(_)) => "store_failed",
+            ApiError::Store(StoreError::Stopped(_)) => "unavailable",
             ApiError::Store(_) => "internal",
         }
     }
@@ -102,6 +138,24 @@ impl IntoResponse for ApiError {
             ApiError::BadQuery { field, .. } => body["field"] = json!(field),
             _ => {}
         }
-        (self.status(), Json(json!({ "error": body }))).into_response()
+        let mut resp = (self.status(), Json(json!({ "error": body }))).into_response();
+        let headers = resp.headers_mut();
+        match &self {
+            // A passing shortage: the client should come back shortly.
+            ApiError::Store(StoreError::Busy(_)) => {
+                headers.insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+            }
+            ApiError::Auth(_) => {
+                headers.insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"agentdrift\""),
+                );
+            }
+            _ => {}
+        }
+        resp
     }
 }

@@ -103,15 +103,20 @@ impl LogsService for Otlp {
     }
 }
 
-/// The gRPC routes (trace and logs services), ready to serve.
-pub fn routes(shared: Arc<Shared>) -> tonic::service::Routes {
+/// The gRPC services (trace and logs) as a router, behind the same token,
+/// `Host` and counting layers as the HTTP API; served by [`super::server`].
+pub fn router(shared: Arc<Shared>) -> axum::Router {
     let limit = shared.max_body;
-    let svc = Otlp { shared };
+    let svc = Otlp { shared: shared.clone() };
     let traces = TraceServiceServer::new(svc.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limit);
     let logs = LogsServiceServer::new(svc)
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limit);
-    tonic::service::Routes::new(traces).add_service(logs)
+    tonic::service::Routes::new(traces)
+        .add_service(logs)
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), super::authorize))
+        .layer(axum::middleware::from_fn_with_state(shared, super::check_host))
 }

@@ -2,11 +2,13 @@
 //! result; content-type dispatch and body limits live in extractors; errors
 //! map to HTTP only in [`error`].
 
+pub mod auth;
 pub mod error;
 pub mod grpc;
 pub mod ingest;
 pub mod openapi;
 pub mod reports;
+pub mod server;
 
 use crate::service::Shared;
 use axum::body::Bytes;
@@ -64,8 +66,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // OTLP exporters may gzip their bodies.
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        // Error answers from layers (an unsupported content encoding) get the JSON body too.
+        .layer(middleware::from_fn(json_errors))
+        // Tokens and scopes, before anything reads the body.
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        // DNS rebinding: a loopback service answers only to loopback names.
+        .layer(middleware::from_fn_with_state(shared.clone(), check_host))
         // Counts every request by route template (bounded labels).
         .layer(middleware::from_fn_with_state(shared.clone(), count_requests))
         // The body limit is enforced by `RawBody` (so the 413 is JSON);
@@ -94,6 +103,96 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("route".into())
 }
 
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+    }
+}
+
+/// The scope a request needs (`None`: open).
+fn scope_of(req: &Request, metrics_open: bool) -> Option<auth::Scope> {
+    match req.uri().path() {
+        "/healthz" | "/readyz" => None,
+        "/metrics" if metrics_open => None,
+        _ if req.method() == axum::http::Method::POST => Some(auth::Scope::Ingest),
+        _ => Some(auth::Scope::Read),
+    }
+}
+
+pub(crate) async fn authorize(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if let Some(scope) = scope_of(&req, s.metrics_open) {
+        let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Err(e) = s.auth.check(header, scope) {
+            return ApiError::Auth(e).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether a `Host` value names this machine's loopback.
+pub fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(
+            host,
+            |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host },
+        ),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+pub(crate) async fn check_host(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if s.loopback_only {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        if let Some(h) = host
+            && !loopback_host(&h)
+        {
+            return ApiError::Host(h).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Gives error responses made outside the handlers (layers, the router) the JSON body.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.is_client_error() || status.is_server_error() {
+        if is_json {
+            return resp;
+        }
+        let message = match status.as_u16() {
+            415 => "unsupported content encoding or type: send identity or gzip bodies".to_string(),
+            413 => "request body over the limit".to_string(),
+            414 => "request URI too long".to_string(),
+            _ => status.canonical_reason().unwrap_or("error").to_string(),
+        };
+        let code = status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+            .replace(' ', "_");
+        return (
+            status,
+            Json(serde_json::json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response();
+    }
+    resp
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
@@ -101,6 +200,30 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
     if !s.ready.load(Ordering::SeqCst) {
         return Err(ApiError::Unavailable("not ready (starting or shutting down)".into()));
+    }
+    if s.writer.refusing() {
+        return Err(ApiError::Unavailable(
+            "appends are refused: a flush to disk failed; restart the service to recover from the log".into(),
+        ));
+    }
+    match s.engine.report().await {
+        None => {
+            return Err(ApiError::Unavailable(
+                "scoring has stopped: the scorer does not answer".into(),
+            ));
+        }
+        Some(r) if !r.failed_segments.is_empty() => {
+            return Err(ApiError::Unavailable(format!(
+                "scoring has stopped for {} segment(s): {}",
+                r.failed_segments.len(),
+                r.failed_segments
+                    .iter()
+                    .map(|(k, why)| format!("{k} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        Some(_) => {}
     }
     let store = s.store.clone();
     tokio::task::spawn_blocking(move || store.ping())
@@ -146,15 +269,24 @@ impl FromRequest<Arc<Shared>> for RawBody {
         let mut stream = req.into_body().into_data_stream();
         let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
         let mut seen = 0usize;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::BadBody(format!("cannot read the request body: {e}")))?;
-            seen += chunk.len();
-            if seen <= limit && declared.is_none_or(|d| d <= limit) {
-                buf.extend_from_slice(&chunk);
-            } else if seen > drain_cap {
-                break;
+        let read = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| ApiError::BadBody(format!("cannot read the request body: {e}")))?;
+                seen += chunk.len();
+                if seen <= limit && declared.is_none_or(|d| d <= limit) {
+                    buf.extend_from_slice(&chunk);
+                } else if seen > drain_cap {
+                    break;
+                }
             }
-        }
+            Ok::<(), ApiError>(())
+        };
+        // A client that trickles its body holds a worker: bounded in time.
+        tokio::time::timeout(state.body_timeout, read)
+            .await
+            .map_err(|_| ApiError::BodyTimeout {
+                secs: state.body_timeout.as_secs(),
+            })??;
         if seen > limit || declared.is_some_and(|d| d > limit) {
             return Err(ApiError::PayloadTooLarge { limit });
         }

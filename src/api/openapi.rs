@@ -75,6 +75,48 @@ pub fn document() -> &'static Value {
                         "500": error_response("Storage failure")
                     }
                 }},
+                "/v1/logs": {"post": {
+                    "summary": "OTLP/HTTP logs export: GenAI content events (gen_ai.client.inference.operation.details, gen_ai.*.message, gen_ai.choice) and gen_ai.evaluation.result, attached to their model call by trace and span id",
+                    "requestBody": {"required": true, "content": {
+                        "application/x-protobuf": {"schema": {"type": "string", "format": "binary", "description": "ExportLogsServiceRequest"}},
+                        "application/json": {"schema": {"type": "object", "description": "ExportLogsServiceRequest, OTLP/JSON"}}
+                    }},
+                    "responses": {
+                        "200": {"description": "ExportLogsServiceResponse; partial_success counts rejected records and says why",
+                                "content": {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                                            "application/json": {"schema": {"type": "object"}}}},
+                        "400": error_response("Not an ExportLogsServiceRequest"),
+                        "413": error_response("Body over the limit"),
+                        "415": error_response("Unsupported Content-Type"),
+                        "500": error_response("Storage failure")
+                    }
+                }},
+                "/v1/sessions": {"get": {
+                    "summary": "Every session seen (open and closed), in the order first seen, paged by cursor",
+                    "parameters": [
+                        param("agent", "query", "Agent of the session's first step", json!({"type": "string"})),
+                        param("segment", "query", "Segment `agent/task_type` it is scored against", json!({"type": "string"})),
+                        param("scored", "query", "true or false", json!({"type": "boolean"})),
+                        param("since", "query", "Sessions whose last step is at or after this time, unix ms", json!({"type": "integer"})),
+                        param("limit", "query", "Page size, 1–1000 (default 100)", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
+                        param("cursor", "query", "`next_cursor` of the previous page", json!({"type": "integer"}))
+                    ],
+                    "responses": {"200": ok_json("A page", json!({"type": "object"})), "400": error_response("Bad query parameter")}
+                }},
+                "/v1/sessions/{id}/outcome": {"post": {
+                    "summary": "An outcome learnt later: ends an open session; feeds the outcome-rate charts of a closed one within outcome_window_secs",
+                    "parameters": [param("id", "path", "Session id", json!({"type": "string"}))],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["outcome"], "properties": {
+                        "outcome": {"type": "string", "enum": ["success", "failure", "escalated"]},
+                        "reward": {"type": "number"}}}}}},
+                    "responses": {"200": ok_json("Logged (durable)", json!({"type": "object"})),
+                                  "400": error_response("Bad body"),
+                                  "404": error_response("Unknown session")}
+                }},
+                "/v1/otlp/status": {"get": {
+                    "summary": "Span assembly counters: traces waiting to settle, settled with and without root, late and orphan content",
+                    "responses": {"200": ok_json("Status", json!({"type": "object"})), "503": error_response("Scorer not answering")}
+                }},
                 "/v1/events": {"get": {
                     "summary": "Drift events, oldest first, paged by cursor",
                     "parameters": event_filters,

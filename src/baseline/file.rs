@@ -101,7 +101,10 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Baseline, BaselineError> {
     if Sha256::digest(payload).as_slice() != &bytes[24..56] {
         return Err(corrupt("checksum mismatch"));
     }
-    rmp_serde::from_slice(payload).map_err(|e| corrupt(&format!("undecodable payload: {e}")))
+    let b: Baseline = rmp_serde::from_slice(payload).map_err(|e| corrupt(&format!("undecodable payload: {e}")))?;
+    b.validate()
+        .map_err(|e| corrupt(&format!("inconsistent contents: {e}")))?;
+    Ok(b)
 }
 
 /// Writes a baseline file (via a temporary file and rename, so a crash never

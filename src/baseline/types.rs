@@ -417,6 +417,194 @@ impl Baseline {
     pub fn segment(&self, key: &SegmentKey) -> Option<&SegmentBaseline> {
         self.segments.iter().find(|s| &s.key == key)
     }
+
+    /// Checks every array length, index and design before anything scores
+    /// with it (a file with a valid header and hash can still be
+    /// inconsistent); the error names the segment and what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut keys = std::collections::HashSet::new();
+        for s in &self.segments {
+            if !keys.insert(&s.key) {
+                return Err(format!("segment {} appears twice", s.key));
+            }
+            s.validate().map_err(|e| format!("segment {}: {e}", s.key))?;
+        }
+        Ok(())
+    }
+}
+
+fn finite_pos(what: &str, x: f64) -> Result<(), String> {
+    if x.is_finite() && x > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{what} must be a positive finite number, got {x}"))
+    }
+}
+
+fn counts_ok(what: &str, v: &[f64], len: usize) -> Result<(), String> {
+    if v.len() != len {
+        return Err(format!("{what} holds {} values for {len} cells", v.len()));
+    }
+    if v.iter().any(|x| !x.is_finite() || *x < 0.0) {
+        return Err(format!("{what} holds a negative or non-finite count"));
+    }
+    Ok(())
+}
+
+fn sessions_ok(what: &str, sessions: &[Vec<(u32, u32)>], cells: usize) -> Result<(), String> {
+    for s in sessions {
+        if let Some((c, _)) = s.iter().find(|(c, _)| *c as usize >= cells) {
+            return Err(format!("{what} refers to cell {c} of {cells}"));
+        }
+    }
+    Ok(())
+}
+
+impl SegmentBaseline {
+    fn validate(&self) -> Result<(), String> {
+        for f in &self.features {
+            f.ecdf
+                .check()
+                .map_err(|e| format!("feature {}: {e}", f.feature.name()))?;
+            if f.quantiles.iter().any(|q| !q.is_finite()) || !f.mean.is_finite() || !f.sd.is_finite() {
+                return Err(format!("feature {}: non-finite summary", f.feature.name()));
+            }
+        }
+        if let Some(e) = &self.cost_success {
+            e.check().map_err(|e| format!("cost of successes: {e}"))?;
+        }
+        for (what, e) in [
+            ("output characters", &self.outputs.chars),
+            ("output tokens", &self.outputs.tokens),
+        ] {
+            if let Some(e) = e {
+                e.check().map_err(|e| format!("{what}: {e}"))?;
+            }
+        }
+        for (i, e) in self.outputs.lexicon.iter().enumerate() {
+            if let Some(e) = e {
+                e.check().map_err(|e| format!("output lexicon {i}: {e}"))?;
+            }
+        }
+        let m = &self.markov;
+        let k = m.states.len();
+        counts_ok("markov.counts", &m.counts, k * k)?;
+        counts_ok("markov.probs", &m.probs, k * k)?;
+        finite_pos("markov.dispersion", m.dispersion)?;
+        sessions_ok("a markov session vector", &m.sessions, k * k)?;
+        let t = &self.tools;
+        counts_ok("tools.counts", &t.counts, t.tools.len())?;
+        finite_pos("tools.dispersion", t.dispersion)?;
+        sessions_ok("a tool session vector", &t.sessions, t.tools.len())?;
+        for l in &self.loops {
+            l.ecdf.check().map_err(|e| format!("loop statistic {}: {e}", l.name))?;
+            if !(0.0..1.0).contains(&l.q) || !(0.0..=1.0).contains(&l.p_k0) {
+                return Err(format!("loop statistic {}: tail model out of range", l.name));
+            }
+        }
+        if let Some(p) = &self.profile {
+            let d = p.features.len();
+            if p.mean.len() != d || p.components.iter().any(|c| c.len() != d) || p.variances.len() != p.components.len()
+            {
+                return Err(format!(
+                    "profile: {d} features, {} means, {} components of lengths {:?}, {} variances",
+                    p.mean.len(),
+                    p.components.len(),
+                    p.components.iter().map(Vec::len).collect::<Vec<_>>(),
+                    p.variances.len()
+                ));
+            }
+            for v in &p.variances {
+                finite_pos("a profile variance", *v)?;
+            }
+        }
+        for c in &self.charts {
+            self.check_chart(c).map_err(|e| format!("chart {}: {e}", c.id))?;
+        }
+        Ok(())
+    }
+
+    /// A chart must watch something this segment measures, with a design of its kind.
+    fn check_chart(&self, c: &ChartSpec) -> Result<(), String> {
+        finite_pos("rate", c.rate)?;
+        finite_pos("arl0", c.arl0)?;
+        let univariate = matches!(
+            c.design,
+            ChartDesign::Ewma { .. } | ChartDesign::Cusum { .. } | ChartDesign::Shewhart { .. }
+        );
+        let fits = match &c.target {
+            ChartTarget::Feature(f) => univariate && self.feature(*f).is_some(),
+            ChartTarget::CostPerSuccess => univariate && self.cost_success.is_some(),
+            ChartTarget::OutputChars => univariate && self.outputs.chars.is_some(),
+            ChartTarget::OutputLexicon(i) => univariate && self.outputs.lexicon.get(*i).is_some_and(Option::is_some),
+            ChartTarget::Profile => matches!(c.design, ChartDesign::T2 { .. }) && self.profile.is_some(),
+            ChartTarget::Markov | ChartTarget::ToolPreference => matches!(c.design, ChartDesign::WindowTest { .. }),
+            ChartTarget::Loops => matches!(c.design, ChartDesign::Loops { .. }),
+            ChartTarget::Failure | ChartTarget::Escalation | ChartTarget::ToolFailure | ChartTarget::Calibration => {
+                matches!(c.design, ChartDesign::Bernoulli { .. })
+            }
+        };
+        if !fits {
+            return Err(format!(
+                "its design does not fit its target {:?}, or the segment lacks what it watches",
+                c.target
+            ));
+        }
+        match &c.design {
+            ChartDesign::Ewma { design, scale } => {
+                if !(design.lambda > 0.0 && design.lambda <= 1.0) {
+                    return Err(format!("EWMA lambda {} outside (0, 1]", design.lambda));
+                }
+                finite_pos("EWMA L", design.l)?;
+                finite_pos("EWMA scale", *scale)
+            }
+            ChartDesign::Cusum { design } => {
+                finite_pos("CUSUM h", design.h)?;
+                if !design.k.is_finite() || design.k < 0.0 || !design.head_start.is_finite() {
+                    return Err("CUSUM k or head start invalid".into());
+                }
+                Ok(())
+            }
+            ChartDesign::Shewhart { design } => finite_pos("Shewhart c", design.c),
+            ChartDesign::T2 { design } => {
+                finite_pos("T² UCL", design.ucl)?;
+                match &self.profile {
+                    Some(p) if p.variances.len() == design.p as usize => Ok(()),
+                    Some(p) => Err(format!(
+                        "T² of dimension {} against a profile of {} components",
+                        design.p,
+                        p.variances.len()
+                    )),
+                    None => Err("T² without a profile".into()),
+                }
+            }
+            ChartDesign::Bernoulli { design } => {
+                let open_unit = |p: f64| p > 0.0 && p < 1.0;
+                if !(open_unit(design.p0) && open_unit(design.p1)) {
+                    return Err(format!(
+                        "Bernoulli rates p0 {} p1 {} outside (0, 1)",
+                        design.p0, design.p1
+                    ));
+                }
+                if design.m <= 0 || design.h <= 0 {
+                    return Err("Bernoulli scale or limit not positive".into());
+                }
+                Ok(())
+            }
+            ChartDesign::WindowTest { alpha, window, hop } => {
+                if !(*alpha > 0.0 && *alpha < 1.0) || *window == 0 || *hop == 0 {
+                    return Err("window test level, size or hop invalid".into());
+                }
+                Ok(())
+            }
+            ChartDesign::Loops { thresholds } => {
+                if thresholds.iter().any(|(_, t, p)| *t == 0 || !p.is_finite()) {
+                    return Err("a loop threshold is zero or its tail not finite".into());
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl SegmentBaseline {

@@ -189,6 +189,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             workers,
             listener,
             None,
+            super::serve::Transport::default(),
             stop_tx,
             async move {
                 tokio::select! {

@@ -112,6 +112,15 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Train on shipped sessions, start the service, stream normal then drifted sessions, print the events.
     Demo(demo::DemoArgs),
+    /// Make an API token: prints the secret once and the `[auth]` entry (its hash) for agentdrift.toml.
+    Token {
+        /// Who will hold it (shown in logs).
+        #[arg(long)]
+        name: String,
+        /// Scopes, comma-separated: ingest, read, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
 }
 
 /// `agentdrift baseline …`.
@@ -182,6 +191,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Split(a) => inject::run_split(a),
         Command::Eval(a) => eval::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Token { name, scopes } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| {
+                    crate::config::Scope::parse(s)
+                        .ok_or_else(|| anyhow::anyhow!("--scopes: unknown scope `{s}` (ingest, read, admin)"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut raw = [0u8; 24];
+            rand::Rng::fill(&mut rand::rng(), &mut raw[..]);
+            let secret = format!("adt_{}", hex::encode(raw));
+            let names: Vec<String> = scopes.iter().map(|s| format!("\"{}\"", s.as_str())).collect();
+            println!("token (shown once; give it to the client as `Authorization: Bearer <token>`):");
+            println!("{secret}");
+            println!();
+            println!("agentdrift.toml:");
+            println!("[[auth.tokens]]");
+            println!("name = \"{name}\"");
+            println!("sha256 = \"{}\"", crate::api::auth::hash_secret(&secret));
+            println!("scopes = [{}]", names.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Design { chart } => {
             let (doc, as_json) = design::design(&chart)?;
             if as_json {

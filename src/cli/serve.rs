@@ -31,19 +31,63 @@ pub struct ServeArgs {
     /// Log format: json (default) or text.
     #[arg(long)]
     pub log_format: Option<String>,
+    /// Serve a non-loopback address without `[auth]` tokens (refused otherwise).
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+}
+
+/// Writes text log lines to stderr with every control character inside a
+/// line escaped (`\n`, `\u{1b}`, …), so a value sent by a client (a session
+/// id with a newline, terminal escapes) can neither forge a line nor reach
+/// the terminal. JSON lines are escaped by the JSON encoder already.
+pub struct EscapedStderr;
+
+impl std::io::Write for EscapedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (&*text, ""),
+        };
+        let out = escape_control(body) + end;
+        std::io::stderr().write_all(out.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// `s` with control characters written as escapes.
+pub fn escape_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Initialises structured logs on stderr (`RUST_LOG` filters, default info).
 pub fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if format == "text" {
-        builder.try_init()
+        builder.with_ansi(false).with_writer(|| EscapedStderr).try_init()
     } else {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+        builder
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
     };
 }
 
@@ -60,6 +104,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(l) = &a.otlp_grpc_listen {
         cfg.serve.otlp_grpc_listen = if l == "off" { String::new() } else { l.clone() };
     }
+    cfg.serve.allow_unauthenticated |= a.allow_unauthenticated;
     if let Some(f) = &a.log_format {
         anyhow::ensure!(f == "json" || f == "text", "--log-format must be json or text");
         cfg.serve.log_format = f.clone();
@@ -82,12 +127,73 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether an address is only reachable from this machine.
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr.rsplit_once(':').is_some_and(|(h, _)| h == "localhost"),
+    }
+}
+
+/// Connections one listener may hold: `configured`, or a share of the
+/// open-file limit with a reserve for the store and the rest.
+fn connection_cap(configured: usize, share: f64) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse::<usize>().ok())
+        })
+        .unwrap_or(1024);
+    (((soft.saturating_sub(128)) as f64 * share) as usize).max(16)
+}
+
+/// The TLS acceptor for `tls_cert`/`tls_key`, if both are set.
+fn tls(cfg: &crate::config::ServeConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (&cfg.tls_cert, &cfg.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => anyhow::bail!("TLS needs both tls_cert and tls_key"),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("tls_cert {cert}: {e}"))?;
+    anyhow::ensure!(!certs.is_empty(), "tls_cert {cert}: no certificate in the file");
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("tls_key {key}: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("tls_cert/tls_key: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
 async fn serve(
     store: Arc<dyn crate::store::Store>,
     baseline: Arc<crate::baseline::Baseline>,
     cfg: Config,
     prices: PriceTable,
 ) -> anyhow::Result<()> {
+    let exposed = !is_loopback(&cfg.serve.listen)
+        || (!cfg.serve.otlp_grpc_listen.is_empty()
+            && cfg.serve.otlp_grpc_listen != "off"
+            && !is_loopback(&cfg.serve.otlp_grpc_listen));
+    let has_tokens = !cfg.auth.tokens.is_empty() || !cfg.auth.env_tokens.is_empty();
+    anyhow::ensure!(
+        !exposed || has_tokens || cfg.serve.allow_unauthenticated,
+        "refusing to serve {} without authentication: add tokens under [auth] (see `agentdrift token`) \
+         or AGENTDRIFT_AUTH_TOKENS, or pass --allow-unauthenticated",
+        cfg.serve.listen
+    );
+    let tls = tls(&cfg.serve)?;
     let (shared, workers, stop_tx) = start(store, baseline.clone(), cfg.clone(), prices).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
         .await
@@ -103,13 +209,40 @@ async fn serve(
     // Handlers first: a signal that comes right after the address is printed
     // must still shut down cleanly.
     let signal = shutdown_signal()?;
-    tracing::info!(%addr, grpc = ?grpc_addr, data_dir = %cfg.serve.data_dir, segments = baseline.segments.len(), "agentdrift serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, grpc = ?grpc_addr, tls = tls.is_some(), auth = has_tokens, data_dir = %cfg.serve.data_dir, segments = baseline.segments.len(), "agentdrift serving");
     // One line on stdout for scripts (and tests) that asked for port 0.
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
     if let Some(g) = grpc_addr {
-        println!("otlp-grpc on http://{g}");
+        println!("otlp-grpc on {scheme}://{g}");
     }
-    serve_on(shared, workers, listener, grpc, stop_tx, signal).await
+    let limits = Transport {
+        header_timeout: std::time::Duration::from_secs(cfg.serve.http_header_timeout_secs.max(1)),
+        max_connections: cfg.serve.max_connections,
+        tls,
+    };
+    serve_on(shared, workers, listener, grpc, limits, stop_tx, signal).await
+}
+
+/// How the listeners serve: timeouts, connection caps, TLS.
+#[derive(Clone)]
+pub struct Transport {
+    /// Time for a request's headers (and the keep-alive idle timeout).
+    pub header_timeout: std::time::Duration,
+    /// Connections at most (0: from the open-file limit).
+    pub max_connections: usize,
+    /// TLS, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            header_timeout: std::time::Duration::from_secs(10),
+            max_connections: 0,
+            tls: None,
+        }
+    }
 }
 
 /// Opens the store's state (recovery included) and starts the service threads.
@@ -131,35 +264,41 @@ pub async fn start(
 
 /// Serves a started service on `listener` until `stop` resolves, then lets
 /// in-flight requests finish (20 s at most) and flushes scorer and store.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_on(
     shared: Arc<crate::service::Shared>,
     workers: crate::service::Workers,
     listener: tokio::net::TcpListener,
     grpc: Option<tokio::net::TcpListener>,
+    transport: Transport,
     stop_tx: tokio::sync::watch::Sender<bool>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let app = crate::api::router(shared.clone());
-    let mut stopping = shared.shutdown.clone();
+    use crate::api::server::{ConnLimits, serve as serve_http};
+    let share = if grpc.is_some() { 0.75 } else { 1.0 };
+    let limits = |share: f64| ConnLimits {
+        header_timeout: transport.header_timeout,
+        max_connections: connection_cap(transport.max_connections, share),
+    };
     let grpc_task = grpc.map(|l| {
-        let mut stopping = shared.shutdown.clone();
-        let routes = crate::api::grpc::routes(shared.clone());
-        tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-            let r = tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stopping.wait_for(|v| *v).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "the OTLP/gRPC receiver stopped");
-            }
-        })
+        let router = crate::api::grpc::router(shared.clone());
+        tokio::spawn(serve_http(
+            l,
+            router,
+            limits(0.25),
+            transport.tls.clone(),
+            shared.metrics.clone(),
+            shared.shutdown.clone(),
+        ))
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stopping.wait_for(|v| *v).await;
-    });
+    let server = serve_http(
+        listener,
+        crate::api::router(shared.clone()),
+        limits(share),
+        transport.tls.clone(),
+        shared.metrics.clone(),
+        shared.shutdown.clone(),
+    );
     let deadline = async {
         stop.await;
         let _ = stop_tx.send(true);
@@ -167,7 +306,7 @@ pub async fn serve_on(
         tokio::time::sleep(std::time::Duration::from_secs(20)).await;
     };
     tokio::select! {
-        r = server => r?,
+        _ = server => {},
         _ = deadline => tracing::warn!("connections still open 20 s after the signal; stopping"),
     }
     if let Some(t) = grpc_task {
@@ -175,7 +314,11 @@ pub async fn serve_on(
     }
     tracing::info!("shutting down: flushing the scorer and the store");
     let s = shared.clone();
-    tokio::task::spawn_blocking(move || workers.shutdown(&s)).await?;
+    let flushed = tokio::task::spawn_blocking(move || workers.shutdown(&s)).await?;
+    if let Err(e) = flushed {
+        tracing::error!(error = %e, "stopped, but not cleanly");
+        anyhow::bail!(e);
+    }
     tracing::info!("stopped");
     Ok(())
 }

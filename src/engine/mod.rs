@@ -344,6 +344,19 @@ pub struct Scorer {
     closed: HashMap<String, ClosedInfo>,
     closed_order: VecDeque<String>,
     stats: ScorerStats,
+    /// Segments whose detectors panicked, with why: they score nothing more.
+    failed: BTreeMap<usize, String>,
+}
+
+/// Runs detector code, turning a panic into an error (one segment's bug or
+/// inconsistent baseline must not stop the others).
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())
+    })
 }
 
 /// The segment baseline a session with this first step is scored against,
@@ -395,6 +408,7 @@ impl Scorer {
             closed: HashMap::new(),
             closed_order: VecDeque::new(),
             stats: ScorerStats::default(),
+            failed: BTreeMap::new(),
         })
     }
 
@@ -513,19 +527,26 @@ impl Scorer {
             open.last_ts = open.last_ts.max(step.ts);
             self.stats.steps += 1;
             let obs = open.acc.push(&step, &self.prices, Lexicons::builtin());
-            if let Some(i) = open.segment {
+            if let Some(i) = open.segment.filter(|i| !self.failed.contains_key(i)) {
                 let ctx = Ctx {
                     session_id: sid,
                     ts: step.ts,
                     fallback_from: open.fallback_from.as_ref(),
                 };
-                let events =
-                    self.detectors[i].on_step(&self.baseline.segments[i], &ctx, step.seq, &obs, &mut open.state);
-                for e in &events {
-                    *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
+                let (det, seg, state) = (&mut self.detectors[i], &self.baseline.segments[i], &mut open.state);
+                match guarded(|| det.on_step(seg, &ctx, step.seq, &obs, state)) {
+                    Ok(events) => {
+                        for e in &events {
+                            *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
+                        }
+                        out.events.extend(events);
+                    }
+                    Err(why) => {
+                        self.failed.insert(i, why);
+                    }
                 }
-                out.events.extend(events);
             }
+            let open = self.open.get_mut(sid).expect("still open");
             if step.kind == StepKind::End {
                 open.ended = true;
                 if step.outcome.is_some() {
@@ -548,7 +569,7 @@ impl Scorer {
             CloseReason::Flush => self.stats.closed_flush += 1,
         }
         let segment = open.segment.map(|i| self.baseline.segments[i].key.clone());
-        if let Some(i) = open.segment {
+        if let Some(i) = open.segment.filter(|i| !self.failed.contains_key(i)) {
             if open.fallback_from.is_some() {
                 self.stats.fallback_sessions += 1;
             }
@@ -562,11 +583,16 @@ impl Scorer {
                 ts: open.last_ts,
                 fallback_from: open.fallback_from.as_ref(),
             };
-            let events = self.detectors[i].on_session_end(&self.baseline.segments[i], &ctx, &features);
-            for e in &events {
-                *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
+            let (det, seg) = (&mut self.detectors[i], &self.baseline.segments[i]);
+            match guarded(|| det.on_session_end(seg, &ctx, &features)) {
+                Ok(events) => {
+                    for e in &events {
+                        *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
+                    }
+                    out.events.extend(events);
+                }
+                Err(why) => self.fail_segment(i, why),
             }
-            out.events.extend(events);
         } else {
             self.stats.unscored_sessions += 1;
         }
@@ -608,6 +634,18 @@ impl Scorer {
                 self.closed.remove(&old);
             }
         }
+    }
+
+    fn fail_segment(&mut self, i: usize, why: String) {
+        self.failed.insert(i, why);
+    }
+
+    /// Segments that stopped scoring (a detector panicked), with why.
+    pub fn failed_segments(&self) -> Vec<(String, String)> {
+        self.failed
+            .iter()
+            .map(|(i, why)| (self.baseline.segments[*i].key.to_string(), why.clone()))
+            .collect()
     }
 
     /// Whether a session is open.
@@ -688,11 +726,19 @@ impl Scorer {
             ts: info.last_ts,
             fallback_from: info.fallback.as_ref(),
         };
-        let events = self.detectors[i].on_late_outcome(&ctx, success, info.confident);
-        for e in &events {
-            *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
+        if self.failed.contains_key(&i) {
+            return recorded("the session's segment stopped scoring".into());
         }
-        out.events = events;
+        let det = &mut self.detectors[i];
+        match guarded(|| det.on_late_outcome(&ctx, success, info.confident)) {
+            Ok(events) => {
+                for e in &events {
+                    *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
+                }
+                out.events = events;
+            }
+            Err(why) => self.fail_segment(i, why),
+        }
         (out, OutcomeVerdict::Charted)
     }
 

@@ -16,8 +16,21 @@ pub fn decode_proto(bytes: &[u8]) -> Result<ExportTraceServiceRequest, RecordErr
     })
 }
 
+/// OTLP/JSON bodies are objects; serde would also take an array as a struct.
+fn require_object(bytes: &[u8], what: &str) -> Result<(), RecordError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(RecordError {
+            location: Location::Body,
+            field: None,
+            message: format!("not an OTLP {what} (JSON): the body must be a JSON object"),
+        }),
+    }
+}
+
 /// Decodes an OTLP JSON body.
 pub fn decode_json(bytes: &[u8]) -> Result<ExportTraceServiceRequest, RecordError> {
+    require_object(bytes, "ExportTraceServiceRequest")?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| RecordError {
         location: Location::Body,
@@ -66,6 +79,7 @@ pub fn decode_logs_proto(bytes: &[u8]) -> Result<ExportLogsServiceRequest, Recor
 
 /// Decodes an OTLP logs JSON body.
 pub fn decode_logs_json(bytes: &[u8]) -> Result<ExportLogsServiceRequest, RecordError> {
+    require_object(bytes, "ExportLogsServiceRequest")?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| RecordError {
         location: Location::Body,

@@ -328,10 +328,31 @@ fn invalid(field: &'static str, message: impl Into<String>) -> StepInvalid {
     }
 }
 
-fn check_finite_nonneg(field: &'static str, v: Option<f64>) -> Result<(), StepInvalid> {
+/// Largest `seq`: 2^53 − 1, exact in every JSON reader and far from overflow.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+/// Latest `ts`: 9999-12-31T23:59:59.999Z in unix ms (earliest is 0, 1970).
+pub const MAX_TS: i64 = 253_402_300_799_999;
+/// Most tokens one step may report.
+pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+/// Largest cost of one step, USD.
+pub const MAX_COST_USD: f64 = 1_000_000.0;
+/// Longest step, ms (about 115 days).
+pub const MAX_LATENCY_MS: f64 = 1e10;
+/// Largest absolute reward.
+pub const MAX_REWARD: f64 = 1e9;
+
+fn check_finite_nonneg(field: &'static str, v: Option<f64>, max: f64) -> Result<(), StepInvalid> {
     match v {
         Some(x) if !x.is_finite() => Err(invalid(field, format!("must be a finite number, got {x}"))),
         Some(x) if x < 0.0 => Err(invalid(field, format!("must not be negative, got {x}"))),
+        Some(x) if x > max => Err(invalid(field, format!("must be at most {max}, got {x}"))),
+        _ => Ok(()),
+    }
+}
+
+fn check_at_most(field: &'static str, v: Option<u64>, max: u64) -> Result<(), StepInvalid> {
+    match v {
+        Some(x) if x > max => Err(invalid(field, format!("must be at most {max}, got {x}"))),
         _ => Ok(()),
     }
 }
@@ -396,12 +417,30 @@ impl Step {
         if self.agent.is_empty() {
             return Err(invalid("agent", "must not be empty"));
         }
-        check_finite_nonneg("cost_usd", self.cost_usd)?;
-        check_finite_nonneg("latency_ms", self.latency_ms)?;
+        if self.seq > MAX_SEQ {
+            return Err(invalid("seq", format!("must be at most {MAX_SEQ}, got {}", self.seq)));
+        }
+        if !(0..=MAX_TS).contains(&self.ts) {
+            return Err(invalid(
+                "ts",
+                format!(
+                    "must be unix milliseconds between 0 and {MAX_TS} (year 9999), got {}",
+                    self.ts
+                ),
+            ));
+        }
+        check_finite_nonneg("cost_usd", self.cost_usd, MAX_COST_USD)?;
+        check_finite_nonneg("latency_ms", self.latency_ms, MAX_LATENCY_MS)?;
+        check_at_most("input_tokens", self.input_tokens, MAX_TOKENS)?;
+        check_at_most("output_tokens", self.output_tokens, MAX_TOKENS)?;
+        check_at_most("result_chars", self.result_chars, MAX_SEQ)?;
         if let Some(r) = self.reward
-            && !r.is_finite()
+            && (!r.is_finite() || r.abs() > MAX_REWARD)
         {
-            return Err(invalid("reward", format!("must be a finite number, got {r}")));
+            return Err(invalid(
+                "reward",
+                format!("must be a finite number of at most {MAX_REWARD} in size, got {r}"),
+            ));
         }
         match self.kind {
             StepKind::Tool if self.tool.as_deref().is_none_or(str::is_empty) => {
@@ -461,7 +500,25 @@ mod tests {
         assert_eq!(s.validate().unwrap_err().field, "cost_usd");
         s.cost_usd = Some(-1.0);
         assert_eq!(s.validate().unwrap_err().field, "cost_usd");
+        s.cost_usd = Some(1e308);
+        assert_eq!(s.validate().unwrap_err().field, "cost_usd", "totals would overflow");
         s.cost_usd = Some(0.5);
+        s.input_tokens = Some(u64::MAX);
+        assert_eq!(s.validate().unwrap_err().field, "input_tokens");
+        s.input_tokens = Some(MAX_TOKENS);
+        assert!(s.validate().is_ok());
+        s.seq = i64::MAX as u64;
+        assert_eq!(s.validate().unwrap_err().field, "seq");
+        s.seq = MAX_SEQ;
+        s.ts = i64::MIN;
+        assert_eq!(s.validate().unwrap_err().field, "ts");
+        s.ts = i64::MAX;
+        assert_eq!(s.validate().unwrap_err().field, "ts");
+        s.ts = MAX_TS;
+        s.reward = Some(1e300);
+        assert_eq!(s.validate().unwrap_err().field, "reward");
+        s.reward = Some(1.0);
+        assert!(s.validate().is_ok());
         s.v = 2;
         assert_eq!(s.validate().unwrap_err().field, "v");
     }

@@ -54,6 +54,9 @@ pub struct EngineReport {
     pub pending_spans: usize,
     /// Span assembly counters.
     pub assembly: AssembleStats,
+    /// Segments that stopped scoring (a detector panicked), and why; or
+    /// `engine` when applying a log entry panicked.
+    pub failed_segments: Vec<(String, String)>,
     /// Counters and per-segment totals.
     pub stats: ScorerStats,
     /// Charts per segment (`agent/task_type`).
@@ -215,6 +218,7 @@ pub fn spawn(
         .spawn(move || {
             let mut requested: HashSet<String> = HashSet::new();
             let mut settling: HashSet<String> = HashSet::new();
+            let mut engine_failures: Vec<(String, String)> = Vec::new();
             let mut last_snapshot = Instant::now();
             let mut dirty = false;
             let persist = |a: Applied, writer: &WriterHandle, metrics: &Metrics| {
@@ -251,9 +255,29 @@ pub fn spawn(
                                 _ => {}
                             }
                             metrics.engine_step();
-                            let a = apply(&mut pipeline, e);
-                            log_applied(&pipeline, &a);
-                            persist(a, &writer, &metrics);
+                            let id = e.id();
+                            let before = pipeline.scorer().failed_segments().len();
+                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&mut pipeline, e))) {
+                                Ok(a) => {
+                                    log_applied(&pipeline, &a);
+                                    persist(a, &writer, &metrics);
+                                }
+                                Err(p) => {
+                                    let why = p
+                                        .downcast_ref::<&str>()
+                                        .map(|s| s.to_string())
+                                        .or_else(|| p.downcast_ref::<String>().cloned())
+                                        .unwrap_or_else(|| "a panic".into());
+                                    tracing::error!(log_position = id, reason = %why, "applying a log entry panicked; it is skipped");
+                                    metrics.scoring_panics.inc();
+                                    engine_failures.push((format!("engine (log position {id})"), why));
+                                }
+                            }
+                            let failed = pipeline.scorer().failed_segments();
+                            for (seg, why) in failed.iter().skip(before) {
+                                tracing::error!(segment = %seg, reason = %why, "a detector panicked; this segment stops scoring");
+                                metrics.scoring_panics.inc();
+                            }
                             dirty = true;
                         }
                     }
@@ -277,7 +301,7 @@ pub fn spawn(
                                 });
                             }
                         }
-                        metrics.refresh(&report(&pipeline, position));
+                        metrics.refresh(&report(&pipeline, position, &engine_failures));
                         if dirty && last_snapshot.elapsed() >= Duration::from_secs(snapshot_secs) {
                             snapshot(&pipeline, position, &writer);
                             last_snapshot = Instant::now();
@@ -285,7 +309,7 @@ pub fn spawn(
                         }
                     }
                     EngineMsg::Report(reply) => {
-                        let _ = reply.send(report(&pipeline, position));
+                        let _ = reply.send(report(&pipeline, position, &engine_failures));
                     }
                     EngineMsg::Flush(done) => {
                         // Everything sent before the flush has been applied (FIFO).
@@ -356,7 +380,7 @@ fn log_applied(pipeline: &Pipeline, a: &Applied) {
     }
 }
 
-fn report(pipeline: &Pipeline, position: i64) -> EngineReport {
+fn report(pipeline: &Pipeline, position: i64, engine_failures: &[(String, String)]) -> EngineReport {
     let scorer = pipeline.scorer();
     let (pending_traces, pending_spans) = pipeline.assembler().pending();
     let mut charts = BTreeMap::new();
@@ -381,6 +405,11 @@ fn report(pipeline: &Pipeline, position: i64) -> EngineReport {
         pending_traces,
         pending_spans,
         assembly: pipeline.assembler().stats().clone(),
+        failed_segments: scorer
+            .failed_segments()
+            .into_iter()
+            .chain(engine_failures.iter().cloned())
+            .collect(),
         stats: scorer.stats().clone(),
         charts,
     }

@@ -130,6 +130,18 @@ pub struct Metrics {
     /// What span assembly counted (from the assembler's own counters).
     pub otlp_assembly: Family<AssemblyLabel, Counter>,
     assembly_seen: Mutex<crate::ingest::otel::assemble::AssembleStats>,
+    /// Open HTTP connections.
+    pub http_connections: Gauge,
+    /// Connections refused at the cap (every open one busy).
+    pub http_connections_refused: Counter,
+    /// Idle connections closed to make room at the cap.
+    pub http_connections_evicted: Counter,
+    /// Failed accepts (out of file descriptors, …).
+    pub http_accept_errors: Counter,
+    /// Group commits that failed and were retried request by request.
+    pub commit_retries: Counter,
+    /// Panics caught in a segment's detectors (the segment stops scoring).
+    pub scoring_panics: Counter,
     /// Latest chart statistic.
     pub chart_statistic: Family<DetectorLabels, FGauge>,
     /// Its limit.
@@ -168,6 +180,12 @@ impl Metrics {
             tokens: Family::default(),
             session_duration_seconds: Family::default(),
             session_steps: Family::default(),
+            http_connections: Gauge::default(),
+            http_connections_refused: Counter::default(),
+            http_connections_evicted: Counter::default(),
+            http_accept_errors: Counter::default(),
+            commit_retries: Counter::default(),
+            scoring_panics: Counter::default(),
             otlp_foreign_spans: Counter::default(),
             otlp_log_records_ignored: Counter::default(),
             otlp_log_records_unattached: Counter::default(),
@@ -293,6 +311,36 @@ impl Metrics {
             m.chart_statistic.clone(),
         );
         r.register("agentdrift_chart_limit", "Limit of each chart", m.chart_limit.clone());
+        r.register(
+            "agentdrift_http_connections",
+            "Open HTTP connections",
+            m.http_connections.clone(),
+        );
+        r.register(
+            "agentdrift_http_connections_refused",
+            "Connections refused at max_connections (every open one busy)",
+            m.http_connections_refused.clone(),
+        );
+        r.register(
+            "agentdrift_http_connections_evicted",
+            "Idle connections closed to make room at max_connections",
+            m.http_connections_evicted.clone(),
+        );
+        r.register(
+            "agentdrift_http_accept_errors",
+            "Failed accepts (out of file descriptors, ...), each followed by a back-off",
+            m.http_accept_errors.clone(),
+        );
+        r.register(
+            "agentdrift_store_commit_retries",
+            "Group commits that failed and were retried one request at a time",
+            m.commit_retries.clone(),
+        );
+        r.register(
+            "agentdrift_scoring_panics",
+            "Panics caught in a segment's detectors (that segment stops scoring)",
+            m.scoring_panics.clone(),
+        );
         r.register(
             "agentdrift_otlp_foreign_spans",
             "OTLP spans of other instrumentation, kept for the span tree only",

@@ -51,6 +51,14 @@ pub struct Shared {
     pub max_body: usize,
     /// How long after a session closed a reported outcome still feeds the charts.
     pub outcome_window_secs: u64,
+    /// Accepted tokens (none: no auth).
+    pub auth: crate::api::auth::Auth,
+    /// `/metrics` needs no token.
+    pub metrics_open: bool,
+    /// Bound to loopback: refuse requests whose `Host` is not a loopback name.
+    pub loopback_only: bool,
+    /// Time allowed for a request body.
+    pub body_timeout: std::time::Duration,
     /// In-flight append requests (backpressure).
     pub inflight: Arc<Semaphore>,
     /// True once recovery finished and the engine runs.
@@ -175,6 +183,12 @@ pub fn start(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<Shared>, Workers)> {
     let idle_ms = (config.serve.idle_timeout_secs * 1000) as i64;
+    let auth = crate::api::auth::Auth::new(&config.auth.tokens, &config.auth.env_tokens)?;
+    anyhow::ensure!(
+        config.auth.metrics == "open" || config.auth.metrics == "read",
+        "[auth] metrics must be `read` or `open`, got `{}`",
+        config.auth.metrics
+    );
     let (pipeline, position) = recover(
         store.as_ref(),
         baseline.clone(),
@@ -212,6 +226,14 @@ pub fn start(
         },
         max_body: config.serve.max_body_bytes,
         outcome_window_secs: config.serve.outcome_window_secs,
+        auth,
+        metrics_open: config.auth.metrics == "open",
+        loopback_only: {
+            let l = &config.serve.listen;
+            l.parse::<std::net::SocketAddr>()
+                .map_or_else(|_| l.starts_with("localhost:"), |a| a.ip().is_loopback())
+        },
+        body_timeout: std::time::Duration::from_secs(config.serve.http_body_timeout_secs.max(1)),
         inflight: Arc::new(Semaphore::new(512)),
         ready: AtomicBool::new(true),
         shutdown,
@@ -235,8 +257,10 @@ pub struct Workers {
 
 impl Workers {
     /// Flushes everything: the engine drains the log it has been sent and
-    /// snapshots its state; then the writer drains and stops.
-    pub fn shutdown(mut self, shared: &Shared) {
+    /// snapshots its state; then the writer drains and stops. An error when
+    /// the final snapshot could not be saved (the next start replays more
+    /// of the log, but the operator should know).
+    pub fn shutdown(mut self, shared: &Shared) -> Result<(), String> {
         shared.ready.store(false, Ordering::SeqCst);
         if let Some(t) = self.ticker.take() {
             t.stop();
@@ -249,6 +273,10 @@ impl Workers {
         }
         if let Some(h) = self.writer.take() {
             let _ = h.join();
+        }
+        match shared.writer.snapshot_error() {
+            Some(e) => Err(format!("the final snapshot could not be saved: {e}")),
+            None => Ok(()),
         }
     }
 }

@@ -89,6 +89,8 @@ impl Persist {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<WriteMsg>,
+    failed: Arc<AtomicBool>,
+    snapshot_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl WriterHandle {
@@ -101,9 +103,19 @@ impl WriterHandle {
                 received_ms,
                 reply,
             })
-            .map_err(|_| StoreError::Database("the writer has stopped".into()))?;
+            .map_err(|_| StoreError::Stopped("the writer has stopped".into()))?;
         rx.await
-            .map_err(|_| StoreError::Database("the writer has stopped".into()))?
+            .map_err(|_| StoreError::Stopped("the writer has stopped".into()))?
+    }
+
+    /// Why the latest snapshot could not be saved (`None`: it was).
+    pub fn snapshot_error(&self) -> Option<String> {
+        self.snapshot_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Whether appends are refused (a flush to disk failed).
+    pub fn refusing(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 
     /// Queues other work (never blocks).
@@ -128,11 +140,21 @@ pub fn spawn(
     metrics: Arc<Metrics>,
 ) -> (WriterHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<WriteMsg>();
+    let failed = Arc::new(AtomicBool::new(false));
+    let snapshot_error = Arc::new(std::sync::Mutex::new(None));
+    let (f, se) = (failed.clone(), snapshot_error.clone());
     let handle = std::thread::Builder::new()
         .name("agentdrift-writer".into())
-        .spawn(move || run(store, rx, engine, events, metrics))
+        .spawn(move || run(store, rx, engine, events, metrics, f, se))
         .expect("spawn the writer thread");
-    (WriterHandle { tx }, handle)
+    (
+        WriterHandle {
+            tx,
+            failed,
+            snapshot_error,
+        },
+        handle,
+    )
 }
 
 type Pending = (usize, usize, oneshot::Sender<Result<Appended, StoreError>>);
@@ -177,9 +199,10 @@ fn run(
     engine: mpsc::SyncSender<EngineMsg>,
     events: broadcast::Sender<Arc<DriftEvent>>,
     metrics: Arc<Metrics>,
+    failed: Arc<AtomicBool>,
+    snapshot_error: Arc<std::sync::Mutex<Option<String>>>,
 ) {
     let (synced_tx, synced_rx) = mpsc::channel::<Committed>();
-    let failed = Arc::new(AtomicBool::new(false));
     let syncer = {
         let (store, metrics, failed) = (store.clone(), metrics.clone(), failed.clone());
         std::thread::Builder::new()
@@ -228,50 +251,11 @@ fn run(
                 }
                 if failed.load(Ordering::SeqCst) {
                     for (_, _, reply) in pending {
-                        let _ = reply.send(Err(StoreError::Database(SYNC_FAILED.into())));
+                        let _ = reply.send(Err(StoreError::SyncFailed(SYNC_FAILED.into())));
                     }
                     continue;
                 }
-                let t0 = Instant::now();
-                let result = store.append(&all, when);
-                metrics.observe_commit(t0.elapsed().as_secs_f64(), all.len());
-                match result {
-                    Ok(app) => {
-                        let replies = pending
-                            .into_iter()
-                            .map(|(start, end, reply)| {
-                                let stored: Vec<_> = app
-                                    .stored
-                                    .iter()
-                                    .filter(|x| x.index >= start && x.index < end)
-                                    .map(|x| crate::store::Stored {
-                                        index: x.index - start,
-                                        id: x.id,
-                                    })
-                                    .collect();
-                                let duplicates = (end - start) - stored.len();
-                                (reply, Appended { stored, duplicates })
-                            })
-                            .collect();
-                        // The records move on to the engine (no copies): `stored` is in input order.
-                        let mut records = all.into_iter().enumerate();
-                        let entries: Vec<LogEntry> = app
-                            .stored
-                            .iter()
-                            .filter_map(|x| {
-                                let (_, r) = records.find(|(j, _)| *j == x.index)?;
-                                entry_of(r, x.id, when)
-                            })
-                            .collect();
-                        let _ = synced_tx.send(Committed::Steps { replies, entries });
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "append failed");
-                        for (_, _, reply) in pending {
-                            let _ = reply.send(Err(StoreError::Database(e.to_string())));
-                        }
-                    }
-                }
+                commit_group(store, all, pending, when, &metrics, &synced_tx);
             }
             WriteMsg::Close {
                 session_id,
@@ -342,8 +326,12 @@ fn run(
                 }
             }
             WriteMsg::Snapshot(s) => {
-                if let Err(e) = store.save_snapshot(&s) {
+                let result = store.save_snapshot(&s);
+                if let Err(e) = &result {
                     tracing::error!(error = %e, "cannot save the scorer snapshot");
+                }
+                if let Ok(mut slot) = snapshot_error.lock() {
+                    *slot = result.err().map(|e| e.to_string());
                 }
             }
             WriteMsg::Shutdown(done) => {
@@ -356,6 +344,83 @@ fn run(
     }
     drop(synced_tx);
     let _ = syncer.join();
+}
+
+/// Commits a group of appends in one transaction and hands it to the sync
+/// thread. When the group fails for a reason other than a full disk or a
+/// passing shortage, each request is committed alone, so only the request
+/// whose data fails gets the error (one client's bad data never fails another's).
+fn commit_group(
+    store: &dyn Store,
+    all: Vec<NewRecord>,
+    pending: Vec<Pending>,
+    when: i64,
+    metrics: &Metrics,
+    synced_tx: &mpsc::Sender<Committed>,
+) {
+    let t0 = Instant::now();
+    let result = store.append(&all, when);
+    metrics.observe_commit(t0.elapsed().as_secs_f64(), all.len());
+    match result {
+        Ok(app) => {
+            let replies = pending
+                .into_iter()
+                .map(|(start, end, reply)| {
+                    let stored: Vec<_> = app
+                        .stored
+                        .iter()
+                        .filter(|x| x.index >= start && x.index < end)
+                        .map(|x| crate::store::Stored {
+                            index: x.index - start,
+                            id: x.id,
+                        })
+                        .collect();
+                    let duplicates = (end - start) - stored.len();
+                    (reply, Appended { stored, duplicates })
+                })
+                .collect();
+            // The records move on to the engine (no copies): `stored` is in input order.
+            let mut records = all.into_iter().enumerate();
+            let entries: Vec<LogEntry> = app
+                .stored
+                .iter()
+                .filter_map(|x| {
+                    let (_, r) = records.find(|(j, _)| *j == x.index)?;
+                    entry_of(r, x.id, when)
+                })
+                .collect();
+            let _ = synced_tx.send(Committed::Steps { replies, entries });
+        }
+        Err(e) if pending.len() > 1 && matches!(e, StoreError::Database(_) | StoreError::Corrupt(_)) => {
+            tracing::warn!(error = %e, requests = pending.len(), "a group commit failed; committing its requests one by one");
+            metrics.commit_retries.inc();
+            let mut all = all;
+            // Split back into requests (from the end, so indices stay valid).
+            let mut parts: Vec<(Vec<NewRecord>, Pending)> = Vec::with_capacity(pending.len());
+            for (start, end, reply) in pending.into_iter().rev() {
+                let records = all.split_off(start);
+                parts.push((records, (0, end - start, reply)));
+            }
+            for (records, p) in parts.into_iter().rev() {
+                commit_group(store, records, vec![p], when, metrics, synced_tx);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "append failed");
+            let reason = e.to_string();
+            let kind = |msg: String| -> StoreError {
+                match &e {
+                    StoreError::Full(_) => StoreError::Full(msg.into()),
+                    StoreError::Busy(_) => StoreError::Busy(msg.into()),
+                    StoreError::SyncFailed(_) => StoreError::SyncFailed(msg.into()),
+                    _ => StoreError::database(msg),
+                }
+            };
+            for (_, _, reply) in pending {
+                let _ = reply.send(Err(kind(reason.clone())));
+            }
+        }
+    }
 }
 
 /// The log entry an appended record becomes.
@@ -400,11 +465,17 @@ fn sync_loop(
         let t0 = Instant::now();
         let synced = store.sync();
         metrics.observe_sync(t0.elapsed().as_secs_f64());
-        if let Err(e) = &synced {
+        match &synced {
             // After a failed fsync the kernel may have dropped the dirty
             // pages, so nothing later can be promised durable either.
-            tracing::error!(error = %e, "flushing the store failed; appends are refused from now on");
-            failed.store(true, Ordering::SeqCst);
+            Err(e @ StoreError::SyncFailed(_)) => {
+                tracing::error!(error = %e, "flushing the store failed; appends are refused from now on");
+                failed.store(true, Ordering::SeqCst);
+            }
+            // Not even started (no file descriptor to open the WAL with): the
+            // commits stay unacknowledged, clients retry, nothing is poisoned.
+            Err(e) => tracing::warn!(error = %e, "could not flush the store; those requests are asked to retry"),
+            Ok(()) => {}
         }
         for item in batch {
             match item {
@@ -416,7 +487,10 @@ fn sync_loop(
                     for (reply, appended) in replies {
                         let answer = match &synced {
                             Ok(()) => Ok(appended),
-                            Err(e) => Err(StoreError::Database(format!("{SYNC_FAILED}: {e}"))),
+                            Err(e @ StoreError::SyncFailed(_)) => {
+                                Err(StoreError::SyncFailed(format!("{SYNC_FAILED}: {e}").into()))
+                            }
+                            Err(e) => Err(StoreError::Busy(e.to_string().into())),
                         };
                         let _ = reply.send(answer);
                     }
@@ -500,7 +574,7 @@ mod tests {
             self.note(Op::SyncStart);
             std::thread::sleep(Duration::from_millis(150));
             let out = if self.fail_sync.load(Ordering::SeqCst) {
-                Err(StoreError::Database("injected fsync failure".into()))
+                Err(StoreError::SyncFailed("injected fsync failure".into()))
             } else {
                 self.inner.sync()
             };

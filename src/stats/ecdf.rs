@@ -64,6 +64,27 @@ impl Ecdf {
         })
     }
 
+    /// Checks what a decoded distribution must hold (a file may have been
+    /// altered): values finite and strictly increasing, counts rising to n.
+    pub fn check(&self) -> Result<(), String> {
+        if self.n == 0 || self.values.is_empty() {
+            return Err("empty distribution".into());
+        }
+        if self.values.len() != self.cum.len() {
+            return Err(format!("{} values but {} counts", self.values.len(), self.cum.len()));
+        }
+        if self.values.iter().any(|x| !x.is_finite()) {
+            return Err("a non-finite value".into());
+        }
+        if self.values.windows(2).any(|w| w[0] >= w[1]) || self.cum.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("values or counts not increasing".into());
+        }
+        if self.cum.last() != Some(&self.n) {
+            return Err(format!("counts end at {:?}, not at n = {}", self.cum.last(), self.n));
+        }
+        Ok(())
+    }
+
     /// Sample size.
     pub fn len(&self) -> usize {
         self.n as usize

@@ -23,15 +23,32 @@ use crate::ingest::otel::span::SpanRecord;
 use crate::model::{Outcome, OutcomeSource, Step};
 use serde::{Deserialize, Serialize};
 
+/// The cause of a store failure, kept for logs (backend-specific errors
+/// stay behind this box).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The disk (or the database's size limit) is full: nothing was stored.
+    #[error("the disk is full: {0}")]
+    Full(#[source] Cause),
+    /// A passing shortage (no file descriptors, the database busy): retry.
+    #[error("the store is temporarily unavailable, retry: {0}")]
+    Busy(#[source] Cause),
+    /// A flush to disk failed: nothing written since can be promised
+    /// durable, so appends stop until a restart recovers from the log.
+    #[error("flushing to disk failed, so appends are refused until a restart: {0}")]
+    SyncFailed(#[source] Cause),
     /// The database failed.
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] Cause),
     /// Stored data could not be decoded.
     #[error("corrupt stored record: {0}")]
     Corrupt(String),
+    /// The service is stopping or a worker died.
+    #[error("{0}")]
+    Stopped(String),
     /// Opening or migrating failed.
     #[error("cannot open store at {path}: {message}")]
     Open {
@@ -40,6 +57,18 @@ pub enum StoreError {
         /// Cause.
         message: String,
     },
+}
+
+impl StoreError {
+    /// A database failure with a message (no richer cause at hand).
+    pub fn database(message: impl Into<String>) -> StoreError {
+        StoreError::Database(message.into().into())
+    }
+
+    /// Whether retrying later may succeed (a full disk or a passing shortage).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Busy(_))
+    }
 }
 
 /// A native step to append: the parsed step, and its JSON exactly as received.

@@ -214,12 +214,41 @@ struct WalFile {
     ino: u64,
 }
 
+/// An IO failure, classified: out of space, out of descriptors (retry), or other.
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Database(format!("cannot {what} {}: {e}", path.display()))
+    let msg = format!("cannot {what} {}: {e}", path.display());
+    let cause: Cause = Box::new(std::io::Error::new(e.kind(), msg));
+    match e.raw_os_error() {
+        Some(28) | Some(122) => StoreError::Full(cause), // ENOSPC, EDQUOT
+        Some(23) | Some(24) => StoreError::Busy(cause),  // ENFILE, EMFILE
+        _ if e.kind() == std::io::ErrorKind::StorageFull => StoreError::Full(cause),
+        _ => StoreError::Database(cause),
+    }
 }
 
+/// A failed `fsync`: the kernel may have dropped the dirty pages.
+fn sync_failed(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::SyncFailed(Box::new(std::io::Error::new(
+        e.kind(),
+        format!("cannot {what} {}: {e}", path.display()),
+    )))
+}
+
+/// A SQLite failure, classified the same way.
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    use rusqlite::ErrorCode;
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::DiskFull) => StoreError::Full(Box::new(e)),
+        // Opening a file failed (descriptors run out first) or the database is locked: passing.
+        Some(ErrorCode::CannotOpen) | Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            StoreError::Busy(Box::new(e))
+        }
+        _ => StoreError::Database(Box::new(e)),
+    }
 }
 
 fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -302,7 +331,7 @@ impl SqliteStore {
         let mut c = self
             .writer
             .lock()
-            .map_err(|_| StoreError::Database("writer lock poisoned".into()))?;
+            .map_err(|_| StoreError::database("writer lock poisoned"))?;
         f(&mut c).map_err(db)
     }
 }
@@ -428,10 +457,7 @@ impl Store for SqliteStore {
 
     fn sync(&self) -> Result<(), StoreError> {
         use std::os::unix::fs::MetadataExt;
-        let mut wal = self
-            .wal
-            .lock()
-            .map_err(|_| StoreError::Database("WAL lock poisoned".into()))?;
+        let mut wal = self.wal.lock().map_err(|_| StoreError::database("WAL lock poisoned"))?;
         let mut path = self.path.clone().into_os_string();
         path.push("-wal");
         let path = PathBuf::from(path);
@@ -447,14 +473,13 @@ impl Store for SqliteStore {
             let ino = file.metadata().map_err(|e| io("inspect", &path, e))?.ino();
             // The new WAL's directory entry must be durable too.
             if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| io("sync directory", dir, e))?;
+                let d = std::fs::File::open(dir).map_err(|e| io("open directory", dir, e))?;
+                d.sync_all().map_err(|e| sync_failed("sync directory", dir, e))?;
             }
             *wal = Some(WalFile { file, ino });
         }
         let w = wal.as_ref().expect("opened above");
-        w.file.sync_data().map_err(|e| io("sync", &path, e))
+        w.file.sync_data().map_err(|e| sync_failed("sync", &path, e))
     }
 
     fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {

@@ -358,6 +358,7 @@ impl Assembler {
         if let Some(t) = self.settled.get_mut(&c.trace_id) {
             let Some(info) = t.spans.get(&c.span_id) else {
                 t.waiting.push(c);
+                self.stats.orphan_content += 1;
                 return Assembled::default();
             };
             self.stats.late_content += 1;
@@ -563,6 +564,7 @@ impl Assembler {
             .into_iter()
             .partition(|c| c.span_id == rec.span_id);
         trace.waiting = rest;
+        let found = mine.len() as u64;
         merge_content(&mut rec, mine);
         trace.spans.insert(
             rec.span_id.clone(),
@@ -581,6 +583,7 @@ impl Assembler {
             task_type,
             inside_llm: parent.as_ref().is_some_and(|p| p.llm),
         };
+        self.stats.orphan_content = self.stats.orphan_content.saturating_sub(found);
         let mut out = Assembled::default();
         self.emit(vec![(rec, resolved)], false, &mut out);
         out
@@ -610,6 +613,8 @@ impl Assembler {
             }
         }
         let waiting: Vec<ContentRecord> = content.into_values().flatten().collect();
+        // Content whose span is not in the trace: orphan unless the span comes late.
+        self.stats.orphan_content += waiting.len() as u64;
 
         let index: HashMap<&str, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.as_str(), i)).collect();
         let parent_of: Vec<Option<usize>> = spans
@@ -695,9 +700,7 @@ impl Assembler {
             );
         }
         let cap = self.config.remembered_traces;
-        for (_, old) in self.settled.insert(trace_id.to_string(), settled, cap) {
-            self.stats.orphan_content += old.waiting.len() as u64;
-        }
+        let _ = self.settled.insert(trace_id.to_string(), settled, cap);
         self.emit(spans.into_iter().zip(resolved).collect(), unresolved, &mut out);
         out
     }

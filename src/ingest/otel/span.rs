@@ -282,7 +282,11 @@ fn u64_attr(
             _ => None,
         };
         return match parsed {
-            Some(n) => Ok(Some(n)),
+            Some(n) if n <= crate::model::step::MAX_TOKENS => Ok(Some(n)),
+            Some(n) => Err(err(
+                key,
+                format!("must be at most {}, got {n}", crate::model::step::MAX_TOKENS),
+            )),
             None => Err(err(
                 key,
                 format!("must be a non-negative integer, got {}", any_to_json(v)),
@@ -296,6 +300,7 @@ fn u64_attr(
 fn f64_attr(
     attrs: &Attrs,
     keys: &[&str],
+    max: f64,
     err: &impl Fn(&str, String) -> RecordError,
 ) -> Result<Option<f64>, RecordError> {
     for key in keys {
@@ -307,10 +312,10 @@ fn f64_attr(
             _ => None,
         };
         return match parsed {
-            Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(x)),
+            Some(x) if x.is_finite() && (0.0..=max).contains(&x) => Ok(Some(x)),
             _ => Err(err(
                 key,
-                format!("must be a finite non-negative number, got {}", any_to_json(v)),
+                format!("must be a finite number between 0 and {max}, got {}", any_to_json(v)),
             )),
         };
     }
@@ -490,8 +495,8 @@ pub fn record_of(span: &Span, resource: &ResourceHints, opts: &SpanOptions) -> R
     if end_ns < start_ns {
         return Err(err("end_time_unix_nano", "span ends before it starts".into()));
     }
-    if start_ns / 1_000_000 > i64::MAX as u64 {
-        return Err(err("start_time_unix_nano", "out of range".into()));
+    if end_ns / 1_000_000 > crate::model::step::MAX_TS as u64 {
+        return Err(err("end_time_unix_nano", "after the year 9999".into()));
     }
     let attrs = attr_map(&span.attributes);
     let (role, agent) = classify(&attrs, &span.name);
@@ -533,7 +538,7 @@ pub fn record_of(span: &Span, resource: &ResourceHints, opts: &SpanOptions) -> R
         };
         rec.outcome = Some(OutcomeHint {
             outcome,
-            reward: f64_attr(&attrs, &[cv::REWARD], &err)?,
+            reward: f64_attr(&attrs, &[cv::REWARD], crate::model::step::MAX_REWARD, &err)?,
             source: OutcomeSource::Explicit,
             termination_reason: first_str(&attrs, &[cv::TERMINATION]).map(str::to_string),
         });
@@ -586,7 +591,7 @@ pub fn record_of(span: &Span, resource: &ResourceHints, opts: &SpanOptions) -> R
             step.model = first_str(&attrs, cv::MODEL).map(str::to_string);
             step.input_tokens = u64_attr(&attrs, cv::INPUT_TOKENS, &err)?;
             step.output_tokens = u64_attr(&attrs, cv::OUTPUT_TOKENS, &err)?;
-            step.cost_usd = f64_attr(&attrs, cv::COST, &err)?;
+            step.cost_usd = f64_attr(&attrs, cv::COST, crate::model::step::MAX_COST_USD, &err)?;
             let (input, output) = model_messages(&attrs);
             if let Some(input) = input {
                 let (tail, has_assistant) = input_tail(input);
