@@ -3,8 +3,9 @@
 //! both GenAI and OpenInference attributes, 511 spans per request) and the
 //! same runs as native NDJSON steps, each sent over several connections to
 //! a fresh `agentdrift serve`, every request acknowledged only once durable.
-//! Reports items/s durable, the time until every session is queryable, and
-//! the server's CPU time per item (user + system, from /proc).
+//! Reports items/s durable, the time until every session is queryable, the
+//! server's CPU time per item (user + system, from /proc) and the events
+//! raised (the baseline is trained on runs of the same kind, so few).
 //!
 //! Run: `cargo bench --bench otlp_load` (optionally `-- TRACES CONNECTIONS`,
 //! default `20000 8`: 140,000 spans).
@@ -40,7 +41,7 @@ fn i(k: &str, v: i64) -> KeyValue {
 
 /// One agent run: an agent span, then model call, tool, model call, tool,
 /// model call, tool (the last a lookup that answers), GenAI and OpenInference keys on each.
-fn trace(n: u64, t0: u64) -> Vec<Span> {
+pub fn trace(n: u64, t0: u64) -> Vec<Span> {
     let mut tid = vec![0u8; 16];
     tid[..8].copy_from_slice(&(n + 1).to_be_bytes());
     tid[15] = 7;
@@ -71,7 +72,7 @@ fn trace(n: u64, t0: u64) -> Vec<Span> {
     let tools = ["get_reservation_details", "search_direct_flight", "get_user_details"];
     for k in 0..3u64 {
         let start = t0 + (100 + 2_000 * k) * ms;
-        let text = format!("Let me check that for you (step {k} of run {n}). One moment please.");
+        let text = format!("Let me check that for you (step {k} of run {n:07}). One moment please.");
         spans.push(Span {
             trace_id: tid.clone(),
             span_id: sid(1 + 2 * k),
@@ -129,6 +130,23 @@ fn trace(n: u64, t0: u64) -> Vec<Span> {
     spans
 }
 
+/// An export request holding `spans`.
+pub fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![s("service.name", "bench")],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+}
+
 /// The same run as native steps (one line each): model call, tool, … and the outcome.
 fn native(n: u64, t0_ms: i64) -> Vec<String> {
     let conv = format!("native-bench-{n}");
@@ -136,7 +154,7 @@ fn native(n: u64, t0_ms: i64) -> Vec<String> {
     let mut out = Vec::new();
     let mut seq = 0;
     for k in 0..3i64 {
-        let text = format!("Let me check that for you (step {k} of run {n}). One moment please.");
+        let text = format!("Let me check that for you (step {k} of run {n:07}). One moment please.");
         out.push(serde_json::json!({"session_id": conv, "seq": seq, "ts": t0_ms + 100 + 2000 * k, "kind": "llm",
             "agent": "taubench-airline/gpt-4o", "task_type": "airline", "model": "gpt-4o", "input_tokens": 1200 + 150 * k,
             "output_tokens": 40, "text": text, "tool_calls_requested": 1, "latency_ms": 900.0}).to_string());
@@ -222,6 +240,22 @@ async fn send(url: &str, path: &str, ctype: &str, bodies: Arc<Vec<Vec<u8>>>, con
 }
 
 /// Seconds until the service reports `sessions` closed (every session queryable and scored).
+async fn events_stored(url: &str) -> u64 {
+    let client = reqwest::Client::new();
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("agentdrift_drift_events_total{"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 async fn until_closed(url: &str, sessions: u64, t0: Instant) -> f64 {
     let client = reqwest::Client::new();
     loop {
@@ -245,12 +279,35 @@ async fn until_closed(url: &str, sessions: u64, t0: Instant) -> f64 {
     }
 }
 
+fn tokio_sleep_ms(rt: &tokio::runtime::Runtime, ms: u64) {
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(ms)).await });
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let traces = args.first().copied().unwrap_or(20_000);
     let conns = args.get(1).copied().unwrap_or(8);
     let bin = env!("CARGO_BIN_EXE_agentdrift");
-    let baseline = concat!(env!("CARGO_MANIFEST_DIR"), "/baselines/taubench-gpt-4o-airline.adb");
+    // A baseline of the same kind of runs, so the traffic is in control (as
+    // in production, events are rare and do not dominate the cost).
+    let work = tempfile::tempdir().unwrap();
+    let reference = work.path().join("reference.jsonl");
+    let lines: Vec<String> = (1_000_000..1_002_000u64)
+        .flat_map(|n| native(n, 1_767_225_600_000 + n as i64))
+        .collect();
+    std::fs::write(&reference, lines.join("\n")).unwrap();
+    let baseline_path = work.path().join("bench.adb");
+    let st = Command::new(bin)
+        .args(["train", "--input"])
+        .arg(&reference)
+        .arg("--out")
+        .arg(&baseline_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "training the bench baseline");
+    let baseline = baseline_path.to_str().unwrap();
     let t0 = 1_767_225_600_000_000_000u64;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -262,20 +319,7 @@ fn main() {
     let mut otlp = Vec::new();
     for chunk in (0..traces as u64).collect::<Vec<_>>().chunks(TRACES_PER_REQUEST) {
         let spans: Vec<Span> = chunk.iter().flat_map(|&n| trace(n, t0 + n * 7_000_000_000)).collect();
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![s("service.name", "bench")],
-                    ..Resource::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..ScopeSpans::default()
-                }],
-                ..ResourceSpans::default()
-            }],
-        };
-        otlp.push(req.encode_to_vec());
+        otlp.push(request_of(spans).encode_to_vec());
     }
     let spans = traces * SPANS_PER_TRACE;
     // Native: the same runs, as many steps per request as spans per OTLP request.
@@ -298,6 +342,8 @@ fn main() {
         let cpu_acked = cpu_ticks(srv.pid);
         let queryable = rt.block_on(until_closed(&srv.url, traces as u64, t));
         let cpu_all = cpu_ticks(srv.pid);
+        tokio_sleep_ms(&rt, 500);
+        let events = rt.block_on(events_stored(&srv.url));
         let tick = 100.0; // USER_HZ
         let _ = Command::new("kill").args(["-TERM", &srv.pid.to_string()]).status();
         let _ = srv.child.wait();
@@ -310,6 +356,7 @@ fn main() {
                 "queryable_secs": (queryable * 1000.0).round() / 1000.0,
                 "server_cpu_us_per_item_to_ack": ((cpu_acked - cpu0) as f64 / tick * 1e6 / items as f64 * 10.0).round() / 10.0,
                 "server_cpu_us_per_item_total": ((cpu_all - cpu0) as f64 / tick * 1e6 / items as f64 * 10.0).round() / 10.0,
+                "events": events,
             }),
         );
         let _ = &mut srv.url;

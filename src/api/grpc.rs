@@ -58,7 +58,9 @@ impl TraceService for Otlp {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let req = request.into_inner();
-        match accept_traces(&self.shared, &req, Format::OtlpProto).await {
+        // Stored as protobuf, like an OTLP/HTTP request.
+        let body = bytes::Bytes::from(prost::Message::encode_to_vec(&req));
+        match accept_traces(&self.shared, &req, body, Format::OtlpProto).await {
             Ok(p) => {
                 count(&self.shared, "traces", "ok");
                 Ok(Response::new(ExportTraceServiceResponse {
@@ -84,7 +86,8 @@ impl LogsService for Otlp {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let req = request.into_inner();
-        match accept_logs(&self.shared, &req, Format::OtlpProto).await {
+        let body = bytes::Bytes::from(prost::Message::encode_to_vec(&req));
+        match accept_logs(&self.shared, &req, body, Format::OtlpProto).await {
             Ok(p) => {
                 count(&self.shared, "logs", "ok");
                 Ok(Response::new(ExportLogsServiceResponse {

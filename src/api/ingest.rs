@@ -17,7 +17,7 @@ use crate::ingest::{Format, Location, RecordError, native, otlp};
 use crate::model::Outcome;
 use crate::service::Shared;
 use crate::service::metrics::FormatLabel;
-use crate::store::{NewRecord, NewStep, OutcomeReport};
+use crate::store::{NewRecord, NewStep, OtlpEncoding, OtlpRecords, OtlpRequest, OtlpSignal, OutcomeReport};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
@@ -30,8 +30,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,28 +74,27 @@ fn reject(state: &Shared, format: Format, errors: Vec<RecordError>) -> ApiError 
 }
 
 /// Appends records and waits until they are durable.
-async fn commit(
-    state: &Shared,
-    format: Format,
-    records: Vec<NewRecord>,
-    started: Instant,
-) -> Result<crate::store::Appended, ApiError> {
+async fn commit(state: &Shared, records: Vec<NewRecord>, started: Instant) -> Result<crate::store::Appended, ApiError> {
     let _permit = state
         .inflight
         .acquire()
         .await
         .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
     let appended = state.writer.append(records, crate::service::now_ms()).await?;
+    state.metrics.ack_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(appended)
+}
+
+/// Counts accepted and duplicate items of a format.
+fn count_accepted(state: &Shared, format: Format, accepted: usize, duplicates: usize) {
     state
         .metrics
         .ingest_steps
         .get_or_create(&FormatLabel {
             format: format.as_str().into(),
         })
-        .inc_by(appended.stored.len() as u64);
-    state.metrics.ingest_duplicates.inc_by(appended.duplicates as u64);
-    state.metrics.ack_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(appended)
+        .inc_by(accepted as u64);
+    state.metrics.ingest_duplicates.inc_by(duplicates as u64);
 }
 
 /// Parses an NDJSON body keeping each line's bytes as the stored record.
@@ -171,7 +170,8 @@ pub async fn post_steps(
         .collect();
     let n_sessions = sessions.len();
     let n = records.len();
-    let appended = commit(&state, format, records, started).await?;
+    let appended = commit(&state, records, started).await?;
+    count_accepted(&state, format, appended.stored.len(), appended.duplicates);
     tracing::debug!(steps = n, sessions = n_sessions, format = format.as_str(), "accepted");
     Ok(Json(IngestResponse {
         accepted: appended.stored.len(),
@@ -201,10 +201,22 @@ fn partial_of(errors: &[RecordError]) -> Partial {
     }
 }
 
-/// Stores the spans of a traces export; the partial-success answer names what was rejected.
+/// The encoding a request came in.
+fn encoding_of(format: Format) -> OtlpEncoding {
+    if format == Format::OtlpJson {
+        OtlpEncoding::Json
+    } else {
+        OtlpEncoding::Proto
+    }
+}
+
+/// Stores a traces export as received (one log record for the request;
+/// re-sending the same bytes is a duplicate); the partial-success answer
+/// names the spans that cannot be read.
 pub async fn accept_traces(
     state: &Shared,
     req: &ExportTraceServiceRequest,
+    body: bytes::Bytes,
     format: Format,
 ) -> Result<Partial, ApiError> {
     let started = Instant::now();
@@ -213,28 +225,34 @@ pub async fn accept_traces(
     state.metrics.otlp_foreign_spans.inc_by(recs.foreign as u64);
     let partial = partial_of(&recs.errors);
     if !recs.spans.is_empty() {
-        let traces: BTreeSet<&str> = recs.spans.iter().map(|s| s.trace_id.as_str()).collect();
-        tracing::debug!(
-            spans = recs.spans.len(),
-            traces = traces.len(),
-            format = format.as_str(),
-            "accepted spans"
-        );
-        let records = recs
-            .spans
-            .into_iter()
-            .map(|span| NewRecord::Span {
-                raw: serde_json::to_string(&span).expect("spans serialise"),
-                span: Box::new(span),
-            })
-            .collect();
-        commit(state, format, records, started).await?;
+        let n = recs.spans.len();
+        tracing::debug!(spans = n, format = format.as_str(), "accepted spans");
+        let record = NewRecord::Otlp {
+            digest: Sha256::digest(&body).into(),
+            request: OtlpRequest {
+                signal: OtlpSignal::Traces,
+                encoding: encoding_of(format),
+                body,
+            },
+            records: OtlpRecords::Spans(recs.spans),
+        };
+        let appended = commit(state, vec![record], started).await?;
+        if appended.stored.is_empty() {
+            count_accepted(state, format, 0, n);
+        } else {
+            count_accepted(state, format, n, 0);
+        }
     }
     Ok(partial)
 }
 
-/// Stores the GenAI events of a logs export.
-pub async fn accept_logs(state: &Shared, req: &ExportLogsServiceRequest, format: Format) -> Result<Partial, ApiError> {
+/// Stores a logs export as received; its GenAI events become content records.
+pub async fn accept_logs(
+    state: &Shared,
+    req: &ExportLogsServiceRequest,
+    body: bytes::Bytes,
+    format: Format,
+) -> Result<Partial, ApiError> {
     let started = Instant::now();
     let out = logs::read_logs(req);
     count_rejected(state, format, out.errors.len());
@@ -252,21 +270,16 @@ pub async fn accept_logs(state: &Shared, req: &ExportLogsServiceRequest, format:
         ));
     }
     if !out.records.is_empty() {
-        let records = out
-            .records
-            .into_iter()
-            .map(|c| {
-                let raw = serde_json::to_string(&c).expect("content serialises");
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                raw.hash(&mut h);
-                NewRecord::Content {
-                    key: format!("{}#{:016x}", c.span_id, h.finish()),
-                    raw,
-                    content: Box::new(c),
-                }
-            })
-            .collect();
-        commit(state, format, records, started).await?;
+        let record = NewRecord::Otlp {
+            digest: Sha256::digest(&body).into(),
+            request: OtlpRequest {
+                signal: OtlpSignal::Logs,
+                encoding: encoding_of(format),
+                body,
+            },
+            records: OtlpRecords::Content(out.records),
+        };
+        commit(state, vec![record], started).await?;
     }
     Ok(partial)
 }
@@ -302,7 +315,7 @@ pub async fn post_traces(
         _ => otlp::decode_json(&body),
     };
     let req = decoded.map_err(|e| ApiError::BadBody(e.to_string()))?;
-    let p = accept_traces(&state, &req, format).await?;
+    let p = accept_traces(&state, &req, body, format).await?;
     let resp = ExportTraceServiceResponse {
         partial_success: (p.rejected > 0).then_some(ExportTracePartialSuccess {
             rejected_spans: p.rejected as i64,
@@ -324,7 +337,7 @@ pub async fn post_logs(
         _ => otlp::decode_logs_json(&body),
     };
     let req = decoded.map_err(|e| ApiError::BadBody(e.to_string()))?;
-    let p = accept_logs(&state, &req, format).await?;
+    let p = accept_logs(&state, &req, body, format).await?;
     let resp = ExportLogsServiceResponse {
         partial_success: (p.rejected > 0).then_some(ExportLogsPartialSuccess {
             rejected_log_records: p.rejected as i64,
@@ -419,7 +432,7 @@ pub async fn post_outcome(
         raw: serde_json::to_string(&report).expect("outcomes serialise"),
         report,
     };
-    commit(&state, Format::Ndjson, vec![record], Instant::now()).await?;
+    commit(&state, vec![record], Instant::now()).await?;
     tracing::info!(session_id = %id, outcome = body.outcome.as_str(), charted, "outcome reported");
     Ok(Json(OutcomeAnswer {
         session_id: id,

@@ -202,15 +202,40 @@ pub async fn stream_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// A session's steps: native ones as received, then the ones assembled
+/// again from its stored spans and log events (costs filled in), each with
+/// its JSON.
 fn load_steps(s: &Shared, id: &str) -> Result<Vec<(u64, String, Step)>, ApiError> {
     let rows = s.store.session_steps(id)?;
-    rows.into_iter()
+    let mut out: Vec<(u64, String, Step)> = rows
+        .into_iter()
         .map(|(seq, raw)| {
             let step: Step = serde_json::from_str(&raw)
                 .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e.to_string())))?;
             Ok((seq, raw, step))
         })
-        .collect()
+        .collect::<Result<_, ApiError>>()?;
+    let (traces, requests) = s.store.session_requests(id)?;
+    if !requests.is_empty() {
+        let traces: std::collections::HashSet<String> = traces.into_iter().collect();
+        let (mut spans, mut content) = (Vec::new(), Vec::new());
+        for r in &requests {
+            match crate::service::engine_task::records_of_request(r, &s.read_opts) {
+                crate::store::OtlpRecords::Spans(v) => {
+                    spans.extend(v.into_iter().filter(|x| traces.contains(&x.trace_id)))
+                }
+                crate::store::OtlpRecords::Content(v) => {
+                    content.extend(v.into_iter().filter(|x| traces.contains(&x.trace_id)))
+                }
+            }
+        }
+        for mut step in crate::ingest::otel::assemble_session(spans, content, id) {
+            s.prices.fill_cost(&mut step);
+            let raw = serde_json::to_string(&step).expect("steps serialise");
+            out.push((step.seq, raw, step));
+        }
+    }
+    Ok(out)
 }
 
 /// `GET /v1/sessions/{id}`: each feature with its baseline percentile, the

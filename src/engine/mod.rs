@@ -640,6 +640,11 @@ impl Scorer {
         self.failed.insert(i, why);
     }
 
+    /// How many segments stopped scoring.
+    pub fn failed_count(&self) -> usize {
+        self.failed.len()
+    }
+
     /// Segments that stopped scoring (a detector panicked), with why.
     pub fn failed_segments(&self) -> Vec<(String, String)> {
         self.failed

@@ -4,7 +4,7 @@
 //! same sessions, steps and events.
 
 use super::{CloseReason, OutcomeVerdict, Output, Scorer, ScorerState};
-use crate::ingest::otel::assemble::{AssembleConfig, Assembled, Assembler, ContentRecord, StepPatch};
+use crate::ingest::otel::assemble::{AssembleConfig, Assembled, Assembler, ContentRecord};
 use crate::ingest::otel::span::SpanRecord;
 use crate::model::{Outcome, OutcomeSource, PriceTable, Step};
 use serde::{Deserialize, Serialize};
@@ -22,22 +22,22 @@ pub enum Input {
         /// Its log position.
         pos: i64,
     },
-    /// An OTLP span.
-    Span {
-        /// The span.
-        span: Box<SpanRecord>,
-        /// When it was received, unix ms.
+    /// The spans of one OTLP request.
+    Spans {
+        /// The spans.
+        spans: Vec<SpanRecord>,
+        /// When they were received, unix ms.
         received_ms: i64,
-        /// Its log position.
+        /// The request's log position.
         pos: i64,
     },
-    /// Content of a model call from OTLP log events.
+    /// Model-call content of one OTLP logs request.
     Content {
         /// The content.
-        content: Box<ContentRecord>,
+        content: Vec<ContentRecord>,
         /// When it was received, unix ms.
         received_ms: i64,
-        /// Its log position.
+        /// The request's log position.
         pos: i64,
     },
     /// Settle a trace judged quiet at position `after`.
@@ -120,10 +120,12 @@ pub struct OutcomeUpdate {
 pub struct Applied {
     /// Events, closed and opened sessions, late steps.
     pub out: Output,
-    /// Steps assembled from spans (costs filled), to keep for replay.
-    pub derived: Vec<Step>,
-    /// Late content for derived steps.
-    pub patches: Vec<StepPatch>,
+    /// (trace, session) pairs first seen: replay finds a session's spans through them.
+    pub links: Vec<(String, String)>,
+    /// (trace, log position) of the stored requests that hold each trace.
+    pub request_links: Vec<(String, i64)>,
+    /// Tool steps assembled from spans that failed (for the logs).
+    pub failed_tools: Vec<Step>,
     /// Session listing changes.
     pub rows: Vec<RowChange>,
     /// Outcomes to record on closed sessions.
@@ -237,8 +239,8 @@ impl Pipeline {
 
     fn score(&mut self, mut step: Step, now_ms: i64, pos: i64, native: bool, a: &mut Applied) {
         self.prices.fill_cost(&mut step);
-        if !native {
-            a.derived.push(step.clone());
+        if !native && step.kind == crate::model::StepKind::Tool && step.status == Some(crate::model::Status::Error) {
+            a.failed_tools.push(step.clone());
         }
         let out = self.scorer.ingest_at(step, now_ms, pos);
         self.collect(out, native, a);
@@ -277,7 +279,8 @@ impl Pipeline {
                 ..RowChange::default()
             });
         }
-        a.patches.extend(asm.patches);
+        a.links.extend(asm.links);
+        a.request_links.extend(asm.request_links);
         for step in asm.steps {
             self.score(step, now_ms, pos, false, a);
         }
@@ -315,17 +318,25 @@ impl Pipeline {
         let mut a = Applied::default();
         match input {
             Input::Step { step, received_ms, pos } => self.score(step, received_ms, pos, true, &mut a),
-            Input::Span { span, received_ms, pos } => {
-                let asm = self.assembler.add_span(*span, received_ms, pos);
-                self.assembled(asm, received_ms, pos, &mut a);
+            Input::Spans {
+                spans,
+                received_ms,
+                pos,
+            } => {
+                for span in spans {
+                    let asm = self.assembler.add_span(span, received_ms, pos);
+                    self.assembled(asm, received_ms, pos, &mut a);
+                }
             }
             Input::Content {
                 content,
                 received_ms,
                 pos,
             } => {
-                let asm = self.assembler.add_content(*content, received_ms, pos);
-                self.assembled(asm, received_ms, pos, &mut a);
+                for c in content {
+                    let asm = self.assembler.add_content(c, received_ms, pos);
+                    self.assembled(asm, received_ms, pos, &mut a);
+                }
             }
             Input::Settle {
                 trace_id,
@@ -344,7 +355,6 @@ impl Pipeline {
                 if self.scorer.idle_since(&session_id, after) {
                     let (owed, hint) = self.assembler.closing(&session_id);
                     for step in owed {
-                        a.derived.push(step.clone());
                         let out = self.scorer.ingest_at(step, received_ms, after);
                         self.collect(out, false, &mut a);
                     }

@@ -4,11 +4,14 @@
 
 use super::metrics::Metrics;
 use super::now_ms;
-use super::writer::{Persist, WriteMsg, WriterHandle};
+use super::writer::{WriteMsg, WriterHandle};
 use crate::engine::ScorerStats;
 use crate::engine::pipeline::{Applied, Input, Pipeline};
+use crate::ingest::ReadOptions;
 use crate::ingest::otel::assemble::AssembleStats;
-use crate::store::{DerivedPatch, DerivedStep, LogEntry, SessionRow, Snapshot, StoredSession};
+use crate::store::{
+    Derived, LogEntry, OtlpEncoding, OtlpRecords, OtlpRequest, OtlpSignal, SessionRow, Snapshot, StoredSession,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,8 +89,30 @@ impl EngineHandle {
     }
 }
 
+/// What a stored OTLP request reads into (on recovery: decoded and mapped
+/// again, with the service's reader options).
+pub fn records_of_request(request: &OtlpRequest, opts: &ReadOptions) -> OtlpRecords {
+    use crate::ingest::{otel, otlp};
+    match request.signal {
+        OtlpSignal::Traces => {
+            let req = match request.encoding {
+                OtlpEncoding::Proto => otlp::decode_proto(&request.body),
+                OtlpEncoding::Json => otlp::decode_json(&request.body),
+            };
+            OtlpRecords::Spans(req.map(|r| otel::records_of(&r, opts).spans).unwrap_or_default())
+        }
+        OtlpSignal::Logs => {
+            let req = match request.encoding {
+                OtlpEncoding::Proto => otlp::decode_logs_proto(&request.body),
+                OtlpEncoding::Json => otlp::decode_logs_json(&request.body),
+            };
+            OtlpRecords::Content(req.map(|r| otel::logs::read_logs(&r).records).unwrap_or_default())
+        }
+    }
+}
+
 /// A log entry as the pipeline's input.
-pub fn input_of(entry: LogEntry) -> Input {
+pub fn input_of(entry: LogEntry, opts: &ReadOptions) -> Input {
     match entry {
         LogEntry::Step { id, received_ms, step } => Input::Step {
             step,
@@ -104,19 +129,22 @@ pub fn input_of(entry: LogEntry) -> Input {
             after,
             received_ms,
         },
-        LogEntry::Span { id, received_ms, span } => Input::Span {
-            span,
-            received_ms,
-            pos: id,
-        },
-        LogEntry::Content {
+        LogEntry::Otlp {
             id,
             received_ms,
-            content,
-        } => Input::Content {
-            content,
-            received_ms,
-            pos: id,
+            request,
+            records,
+        } => match records.unwrap_or_else(|| records_of_request(&request, opts)) {
+            OtlpRecords::Spans(spans) => Input::Spans {
+                spans,
+                received_ms,
+                pos: id,
+            },
+            OtlpRecords::Content(content) => Input::Content {
+                content,
+                received_ms,
+                pos: id,
+            },
         },
         LogEntry::Settle {
             id,
@@ -141,33 +169,12 @@ pub fn input_of(entry: LogEntry) -> Input {
 }
 
 /// Applies one log entry (live and during recovery alike).
-pub fn apply(pipeline: &mut Pipeline, entry: LogEntry) -> Applied {
-    pipeline.apply(input_of(entry))
+pub fn apply(pipeline: &mut Pipeline, entry: LogEntry, opts: &ReadOptions) -> Applied {
+    pipeline.apply(input_of(entry, opts))
 }
 
 /// What an applied entry asks the store to keep; `closed_ms` stamps closed sessions.
-pub fn persist_of(a: Applied, closed_ms: i64) -> Persist {
-    let derived = a
-        .derived
-        .iter()
-        .map(|st| DerivedStep {
-            session_id: st.session_id.clone(),
-            key: st.span_id.clone().unwrap_or_else(|| format!("seq:{}", st.seq)),
-            seq: st.seq,
-            correlation_id: st.correlation_id.clone(),
-            raw: serde_json::to_string(st).expect("steps serialise"),
-        })
-        .collect();
-    let patches = a
-        .patches
-        .into_iter()
-        .map(|p| DerivedPatch {
-            session_id: p.session_id,
-            key: p.span_id,
-            text: p.text,
-            tool_calls_requested: p.tool_calls_requested,
-        })
-        .collect();
+pub fn persist_of(a: Applied, closed_ms: i64) -> Derived {
     let rows = a
         .rows
         .into_iter()
@@ -185,7 +192,7 @@ pub fn persist_of(a: Applied, closed_ms: i64) -> Persist {
             last_ts: r.last_ts,
         })
         .collect();
-    Persist {
+    Derived {
         events: a.out.events,
         sessions: a
             .out
@@ -193,8 +200,8 @@ pub fn persist_of(a: Applied, closed_ms: i64) -> Persist {
             .into_iter()
             .map(|closed| StoredSession { closed, closed_ms })
             .collect(),
-        derived,
-        patches,
+        links: a.links,
+        request_links: a.request_links,
         rows,
         outcomes: a
             .outcomes
@@ -212,6 +219,7 @@ pub fn spawn(
     writer: WriterHandle,
     metrics: Arc<Metrics>,
     snapshot_secs: u64,
+    read_opts: ReadOptions,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("agentdrift-engine".into())
@@ -221,14 +229,11 @@ pub fn spawn(
             let mut engine_failures: Vec<(String, String)> = Vec::new();
             let mut last_snapshot = Instant::now();
             let mut dirty = false;
-            let persist = |a: Applied, writer: &WriterHandle, metrics: &Metrics| {
+            let persist = |a: Applied, batch: &mut Derived, metrics: &Metrics| {
                 for c in &a.out.closed {
                     metrics.closed(c);
                 }
-                let p = persist_of(a, now_ms());
-                if !p.is_empty() {
-                    writer.send(WriteMsg::Persist(Box::new(p)));
-                }
+                batch.merge(persist_of(a, now_ms()));
             };
             let snapshot = |pipeline: &Pipeline, position: i64, writer: &WriterHandle| match rmp_serde::to_vec_named(
                 &pipeline.state(),
@@ -243,6 +248,8 @@ pub fn spawn(
             while let Ok(msg) = rx.recv() {
                 match msg {
                     EngineMsg::Log(entries) => {
+                        // One store transaction for all that this batch of the log derives.
+                        let mut batch = Derived::default();
                         for e in entries {
                             position = position.max(e.id());
                             match &e {
@@ -256,11 +263,13 @@ pub fn spawn(
                             }
                             metrics.engine_step();
                             let id = e.id();
-                            let before = pipeline.scorer().failed_segments().len();
-                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&mut pipeline, e))) {
+                            let before = pipeline.scorer().failed_count();
+                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                apply(&mut pipeline, e, &read_opts)
+                            })) {
                                 Ok(a) => {
                                     log_applied(&pipeline, &a);
-                                    persist(a, &writer, &metrics);
+                                    persist(a, &mut batch, &metrics);
                                 }
                                 Err(p) => {
                                     let why = p
@@ -273,11 +282,16 @@ pub fn spawn(
                                     engine_failures.push((format!("engine (log position {id})"), why));
                                 }
                             }
-                            let failed = pipeline.scorer().failed_segments();
-                            for (seg, why) in failed.iter().skip(before) {
-                                tracing::error!(segment = %seg, reason = %why, "a detector panicked; this segment stops scoring");
-                                metrics.scoring_panics.inc();
+                            if pipeline.scorer().failed_count() > before {
+                                for (seg, why) in pipeline.scorer().failed_segments().iter().skip(before) {
+                                    tracing::error!(segment = %seg, reason = %why, "a detector panicked; this segment stops scoring");
+                                    metrics.scoring_panics.inc();
+                                }
                             }
+                            dirty = true;
+                        }
+                        if !batch.is_empty() {
+                            writer.send(WriteMsg::Persist(Box::new(batch)));
                             dirty = true;
                         }
                     }
@@ -337,11 +351,7 @@ fn log_applied(pipeline: &Pipeline, a: &Applied) {
             "session opened"
         );
     }
-    for s in a
-        .derived
-        .iter()
-        .filter(|s| s.status == Some(crate::model::Status::Error))
-    {
+    for s in &a.failed_tools {
         tracing::info!(
             session_id = %s.session_id,
             trace_id = s.trace_id.as_deref().unwrap_or(""),

@@ -99,6 +99,7 @@ pub fn recover(
     prices: &PriceTable,
     idle_timeout_ms: i64,
     config: PipelineConfig,
+    read_opts: &ReadOptions,
 ) -> anyhow::Result<(Pipeline, i64)> {
     let scorer = Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?;
     let mut pipeline = Pipeline::new(scorer, prices.clone(), config);
@@ -132,27 +133,14 @@ pub fn recover(
         if entries.is_empty() {
             break;
         }
+        let mut batch = crate::store::Derived::default();
         for e in entries {
             position = e.id();
-            let applied = engine_task::apply(&mut pipeline, e);
+            let applied = engine_task::apply(&mut pipeline, e, read_opts);
             replayed += 1;
-            let p = engine_task::persist_of(applied, now_ms());
-            if p.is_empty() {
-                continue;
-            }
-            store.insert_derived(&p.derived)?;
-            store.patch_derived(&p.patches)?;
-            store.upsert_session_rows(&p.rows)?;
-            if !p.events.is_empty() {
-                store.insert_events(&p.events)?;
-            }
-            if !p.sessions.is_empty() {
-                store.insert_sessions(&p.sessions)?;
-            }
-            for (id, outcome, reward, source) in p.outcomes {
-                store.set_session_outcome(&id, outcome, reward, source)?;
-            }
+            batch.merge(engine_task::persist_of(applied, now_ms()));
         }
+        store.store_derived(&batch)?;
     }
     if replayed > 0 {
         tracing::info!(replayed, position, "replayed the log after the snapshot");
@@ -189,12 +177,20 @@ pub fn start(
         "[auth] metrics must be `read` or `open`, got `{}`",
         config.auth.metrics
     );
+    let read_opts = {
+        let mut o = ReadOptions::default();
+        if !config.serve.task_type_attributes.is_empty() {
+            o.task_type_attributes = config.serve.task_type_attributes.clone();
+        }
+        o
+    };
     let (pipeline, position) = recover(
         store.as_ref(),
         baseline.clone(),
         &prices,
         idle_ms,
         pipeline_config(config),
+        &read_opts,
     )?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, _) = broadcast::channel(4096);
@@ -207,6 +203,7 @@ pub fn start(
         writer.clone(),
         metrics.clone(),
         config.serve.snapshot_secs,
+        read_opts.clone(),
     );
     let ticker = engine_task::spawn_ticker(engine_tx.clone());
     let shared = Arc::new(Shared {
@@ -217,13 +214,7 @@ pub fn start(
         metrics,
         baseline,
         prices,
-        read_opts: {
-            let mut o = ReadOptions::default();
-            if !config.serve.task_type_attributes.is_empty() {
-                o.task_type_attributes = config.serve.task_type_attributes.clone();
-            }
-            o
-        },
+        read_opts,
         max_body: config.serve.max_body_bytes,
         outcome_window_secs: config.serve.outcome_window_secs,
         auth,

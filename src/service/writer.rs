@@ -8,9 +8,7 @@
 use super::engine_task::EngineMsg;
 use super::metrics::Metrics;
 use crate::detect::DriftEvent;
-use crate::store::{
-    Appended, DerivedPatch, DerivedStep, LogEntry, NewRecord, SessionRow, Snapshot, Store, StoreError, StoredSession,
-};
+use crate::store::{Appended, Derived, LogEntry, NewRecord, Snapshot, Store, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -49,40 +47,11 @@ pub enum WriteMsg {
         decided_ms: i64,
     },
     /// Store what the engine derived (then publish the new events).
-    Persist(Box<Persist>),
+    Persist(Box<Derived>),
     /// Save a scorer snapshot.
     Snapshot(Snapshot),
     /// Finish pending work and stop.
     Shutdown(oneshot::Sender<()>),
-}
-
-/// What the engine derived from the log, to store.
-#[derive(Debug, Default)]
-pub struct Persist {
-    /// Events.
-    pub events: Vec<DriftEvent>,
-    /// Closed sessions.
-    pub sessions: Vec<StoredSession>,
-    /// Steps assembled from spans.
-    pub derived: Vec<DerivedStep>,
-    /// Late content of derived steps.
-    pub patches: Vec<DerivedPatch>,
-    /// Session listing changes.
-    pub rows: Vec<SessionRow>,
-    /// Outcomes learnt after their session closed.
-    pub outcomes: Vec<(String, crate::model::Outcome, Option<f64>, crate::model::OutcomeSource)>,
-}
-
-impl Persist {
-    /// True when there is nothing to store.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-            && self.sessions.is_empty()
-            && self.derived.is_empty()
-            && self.patches.is_empty()
-            && self.rows.is_empty()
-            && self.outcomes.is_empty()
-    }
 }
 
 /// Sends work to the writer.
@@ -288,41 +257,26 @@ fn run(
                 Err(e) => tracing::error!(error = %e, "cannot log a trace settle"),
             },
             WriteMsg::Persist(p) => {
-                let Persist {
-                    events: evs,
-                    sessions,
-                    derived,
-                    patches,
-                    rows,
-                    outcomes,
-                } = *p;
-                if let Err(e) = store.insert_derived(&derived) {
-                    tracing::error!(error = %e, "cannot store assembled steps");
+                // Everything the engine queued meanwhile goes in the same transaction.
+                let mut d = *p;
+                loop {
+                    match rx.try_recv() {
+                        Ok(WriteMsg::Persist(more)) => d.merge(*more),
+                        Ok(other) => {
+                            carry = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                if let Err(e) = store.patch_derived(&patches) {
-                    tracing::error!(error = %e, "cannot store late content");
-                }
-                if let Err(e) = store.upsert_session_rows(&rows) {
-                    tracing::error!(error = %e, "cannot store session rows");
-                }
-                match store.insert_events(&evs) {
+                match store.store_derived(&d) {
                     Ok(new) => {
                         for e in new {
                             metrics.event(&e);
                             let _ = events.send(Arc::new(e));
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot store events"),
-                }
-                if !sessions.is_empty()
-                    && let Err(e) = store.insert_sessions(&sessions)
-                {
-                    tracing::error!(error = %e, "cannot store closed sessions");
-                }
-                for (id, outcome, reward, source) in outcomes {
-                    if let Err(e) = store.set_session_outcome(&id, outcome, reward, source) {
-                        tracing::error!(error = %e, session_id = %id, "cannot store a late outcome");
-                    }
+                    Err(e) => tracing::error!(error = %e, "cannot store what the engine derived (events, sessions)"),
                 }
             }
             WriteMsg::Snapshot(s) => {
@@ -431,11 +385,11 @@ fn entry_of(r: NewRecord, id: i64, received_ms: i64) -> Option<LogEntry> {
             received_ms,
             step: n.step,
         },
-        NewRecord::Span { span, .. } => LogEntry::Span { id, received_ms, span },
-        NewRecord::Content { content, .. } => LogEntry::Content {
+        NewRecord::Otlp { request, records, .. } => LogEntry::Otlp {
             id,
             received_ms,
-            content,
+            request,
+            records: Some(records),
         },
         NewRecord::Outcome { report, .. } => LogEntry::Outcome {
             id,
@@ -534,7 +488,7 @@ mod tests {
     use super::*;
     use crate::model::{Step, StepKind};
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{EventPage, EventQuery};
+    use crate::store::{EventPage, EventQuery, SessionRow, StoredSession};
     use std::sync::Mutex;
     use std::sync::atomic::AtomicU64;
     use std::time::Duration;
@@ -620,14 +574,17 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.inner.set_session_outcome(id, outcome, reward, source)
         }
-        fn insert_derived(&self, steps: &[DerivedStep]) -> Result<(), StoreError> {
-            self.inner.insert_derived(steps)
-        }
-        fn patch_derived(&self, patches: &[DerivedPatch]) -> Result<(), StoreError> {
-            self.inner.patch_derived(patches)
+        fn session_requests(
+            &self,
+            session_id: &str,
+        ) -> Result<(Vec<String>, Vec<crate::store::OtlpRequest>), StoreError> {
+            self.inner.session_requests(session_id)
         }
         fn upsert_session_rows(&self, rows: &[SessionRow]) -> Result<(), StoreError> {
             self.inner.upsert_session_rows(rows)
+        }
+        fn store_derived(&self, d: &Derived) -> Result<Vec<DriftEvent>, StoreError> {
+            self.inner.store_derived(d)
         }
         fn sessions_page(&self, q: &crate::store::SessionQuery) -> Result<crate::store::SessionPage, StoreError> {
             self.inner.sessions_page(q)

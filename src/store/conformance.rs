@@ -6,7 +6,6 @@ use super::*;
 use crate::detect::event::DriftEvent;
 use crate::engine::{CloseReason, ClosedSession};
 use crate::features::SessionFeatures;
-use crate::ingest::otel::span::SpanRole;
 use crate::model::{OutcomeSource, SegmentKey, StepKind};
 
 /// A fresh, empty store and a way to reopen the same storage.
@@ -32,33 +31,21 @@ fn step(session: &str, seq: u64) -> NewRecord {
 fn raw_of(r: &NewRecord) -> &str {
     match r {
         NewRecord::Step(n) => &n.raw,
-        NewRecord::Span { raw, .. } | NewRecord::Content { raw, .. } | NewRecord::Outcome { raw, .. } => raw,
+        NewRecord::Outcome { raw, .. } => raw,
+        NewRecord::Otlp { .. } => "",
     }
 }
 
-fn span(trace: &str, id: &str) -> NewRecord {
-    let rec = SpanRecord {
-        trace_id: trace.into(),
-        span_id: id.into(),
-        parent: None,
-        name: "chat".into(),
-        start_ns: 1,
-        end_ns: 2,
-        role: SpanRole::Llm,
-        agent: None,
-        session: Some("conv".into()),
-        task_type: None,
-        resource: Default::default(),
-        error: false,
-        step: None,
-        input_tail: Vec::new(),
-        input_has_assistant: false,
-        tool_calls: Vec::new(),
-        outcome: None,
-    };
-    NewRecord::Span {
-        raw: serde_json::to_string(&rec).unwrap(),
-        span: Box::new(rec),
+fn otlp(signal: OtlpSignal, body: &[u8]) -> NewRecord {
+    use sha2::Digest;
+    NewRecord::Otlp {
+        digest: sha2::Sha256::digest(body).into(),
+        request: OtlpRequest {
+            signal,
+            encoding: OtlpEncoding::Proto,
+            body: bytes::Bytes::copy_from_slice(body),
+        },
+        records: OtlpRecords::Spans(Vec::new()),
     }
 }
 
@@ -107,82 +94,91 @@ pub fn appends_dedup_and_keep_raw(b: &mut dyn Backend) {
     assert_eq!(s.log_after(log[1].id(), 1).unwrap().len(), 1);
 }
 
-/// Spans deduplicate by (trace, span), content by its key; both come back
-/// from the log whole; derived steps join native ones in replay order.
-pub fn spans_content_and_derived_steps(b: &mut dyn Backend) {
+/// OTLP requests are stored whole, once (the same bytes again are a
+/// duplicate), come back from the log as received, and are found again
+/// through the traces a session was linked to.
+pub fn otlp_requests_and_links(b: &mut dyn Backend) {
     let s = b.store();
-    let r = s.append(&[span("t1", "aa"), span("t1", "bb")], 1).unwrap();
+    let r = s
+        .append(
+            &[otlp(OtlpSignal::Traces, b"spans-1"), otlp(OtlpSignal::Logs, b"logs-1")],
+            1,
+        )
+        .unwrap();
     assert_eq!((r.stored.len(), r.duplicates), (2, 0));
-    let content = ContentRecord {
-        trace_id: "t1".into(),
-        span_id: "aa".into(),
-        time_ns: 5,
-        input_tail: Vec::new(),
-        input_has_assistant: false,
-        output: Vec::new(),
-        evaluation: None,
-    };
-    let c = || NewRecord::Content {
-        raw: serde_json::to_string(&content).unwrap(),
-        content: Box::new(content.clone()),
-        key: "aa#1".into(),
-    };
-    let r = s.append(&[span("t1", "bb"), span("t2", "bb"), c(), c()], 2).unwrap();
-    assert_eq!(
-        r.duplicates, 2,
-        "the same span of the same trace, and the same content, once each"
-    );
-    assert_eq!(r.stored.iter().map(|x| x.index).collect::<Vec<_>>(), vec![1, 2]);
+    let r = s
+        .append(
+            &[
+                otlp(OtlpSignal::Traces, b"spans-1"),
+                otlp(OtlpSignal::Traces, b"spans-2"),
+            ],
+            2,
+        )
+        .unwrap();
+    assert_eq!(r.duplicates, 1, "the same request twice is stored once");
+    assert_eq!(r.stored.iter().map(|x| x.index).collect::<Vec<_>>(), vec![1]);
     let log = s.log_after(0, 100).unwrap();
-    assert_eq!(log.len(), 4);
-    match (&log[0], &log[3]) {
-        (LogEntry::Span { span, received_ms, .. }, LogEntry::Content { content: got, .. }) => {
-            assert_eq!((span.span_id.as_str(), *received_ms), ("aa", 1));
-            assert_eq!(**got, content);
+    assert_eq!(log.len(), 3);
+    let ids: Vec<i64> = log.iter().map(LogEntry::id).collect();
+    match (&log[0], &log[1]) {
+        (
+            LogEntry::Otlp {
+                request,
+                received_ms,
+                records,
+                ..
+            },
+            LogEntry::Otlp { request: logs, .. },
+        ) => {
+            assert_eq!(
+                (request.signal, &request.body[..], *received_ms),
+                (OtlpSignal::Traces, &b"spans-1"[..], 1)
+            );
+            assert!(
+                records.is_none(),
+                "the store gives the bytes back; the reader maps them"
+            );
+            assert_eq!((logs.signal, logs.encoding), (OtlpSignal::Logs, OtlpEncoding::Proto));
         }
         other => panic!("{other:?}"),
     }
-    let id = s.append_settle("t1", log[3].id(), 77).unwrap();
-    match &s.log_after(log[3].id(), 10).unwrap()[0] {
+    let id = s.append_settle("t1", ids[2], 77).unwrap();
+    match &s.log_after(ids[2], 10).unwrap()[0] {
         LogEntry::Settle {
             id: got,
             after,
             received_ms,
             trace_id,
         } => {
-            assert_eq!(
-                (*got, *after, *received_ms, trace_id.as_str()),
-                (id, log[3].id(), 77, "t1")
-            );
+            assert_eq!((*got, *after, *received_ms, trace_id.as_str()), (id, ids[2], 77, "t1"));
         }
         other => panic!("{other:?}"),
     }
-    // Derived steps: upserted by key, merged with native steps by seq, patched later.
-    s.append(&[step("d1", 1)], 3).unwrap();
-    let derived = |key: &str, seq: u64, text: &str| DerivedStep {
-        session_id: "d1".into(),
-        key: key.into(),
-        seq,
-        correlation_id: Some("t9".into()),
-        raw: format!("{{\"seq\":{seq},\"text\":\"{text}\"}}"),
+    // Links: which traces make a session, which requests hold a trace.
+    let d = Derived {
+        links: vec![
+            ("t1".into(), "conv".into()),
+            ("t1".into(), "conv".into()),
+            ("t2".into(), "conv".into()),
+        ],
+        request_links: vec![
+            ("t1".into(), ids[0]),
+            ("t1".into(), ids[1]),
+            ("t2".into(), ids[2]),
+            ("t9".into(), ids[2]),
+        ],
+        ..Derived::default()
     };
-    s.insert_derived(&[derived("x", 0, "a"), derived("y", 2, "b")]).unwrap();
-    s.insert_derived(&[derived("y", 2, "b")]).unwrap();
-    s.patch_derived(&[DerivedPatch {
-        session_id: "d1".into(),
-        key: "y".into(),
-        text: Some("late".into()),
-        tool_calls_requested: Some(2),
-    }])
-    .unwrap();
-    let steps = s.session_steps("d1").unwrap();
-    assert_eq!(steps.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1, 2]);
-    let patched: serde_json::Value = serde_json::from_str(&steps[2].1).unwrap();
+    assert!(s.store_derived(&d).unwrap().is_empty());
+    let (traces, requests) = s.session_requests("conv").unwrap();
+    assert_eq!(traces, ["t1", "t2"]);
     assert_eq!(
-        (patched["text"].as_str(), patched["tool_calls_requested"].as_u64()),
-        (Some("late"), Some(2))
+        requests.iter().map(|r| &r.body[..]).collect::<Vec<_>>(),
+        [&b"spans-1"[..], &b"logs-1"[..], &b"spans-2"[..]],
+        "each request once, in log order"
     );
-    assert_eq!(s.correlated_sessions("t9").unwrap(), ["d1"]);
+    assert!(s.session_requests("other").unwrap().1.is_empty());
+    assert_eq!(s.correlated_sessions("t2").unwrap(), ["conv"]);
     // Outcomes reported later sit in the log too.
     let report = OutcomeReport {
         session_id: "d1".into(),
@@ -469,8 +465,8 @@ macro_rules! store_suite {
                 $crate::store::conformance::appends_dedup_and_keep_raw(&mut $factory());
             }
             #[test]
-            fn spans_content_and_derived_steps() {
-                $crate::store::conformance::spans_content_and_derived_steps(&mut $factory());
+            fn otlp_requests_and_links() {
+                $crate::store::conformance::otlp_requests_and_links(&mut $factory());
             }
             #[test]
             fn session_rows() {

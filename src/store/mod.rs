@@ -92,27 +92,60 @@ pub struct OutcomeReport {
     pub reward: Option<f64>,
 }
 
+/// Which OTLP signal a stored export request carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpSignal {
+    /// `ExportTraceServiceRequest`.
+    Traces,
+    /// `ExportLogsServiceRequest`.
+    Logs,
+}
+
+/// How a stored export request is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpEncoding {
+    /// Protobuf (OTLP/HTTP protobuf, and OTLP/gRPC re-encoded).
+    Proto,
+    /// OTLP/JSON.
+    Json,
+}
+
+/// An OTLP export request as received: the log keeps one row per request,
+/// not per span, so storing spans costs what storing their bytes costs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtlpRequest {
+    /// Traces or logs.
+    pub signal: OtlpSignal,
+    /// Protobuf or JSON.
+    pub encoding: OtlpEncoding,
+    /// The body.
+    pub body: bytes::Bytes,
+}
+
+/// What an OTLP request was read into (passed along live, so the engine
+/// does not decode it again; rebuilt from the body on recovery).
+#[derive(Clone, Debug, PartialEq)]
+pub enum OtlpRecords {
+    /// Spans.
+    Spans(Vec<SpanRecord>),
+    /// Model-call content from GenAI log events.
+    Content(Vec<ContentRecord>),
+}
+
 /// A record to append to the log.
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)] // native steps are the common case
 pub enum NewRecord {
     /// A native step; deduplicated by (session, seq).
     Step(NewStep),
-    /// An OTLP span; deduplicated by (trace, span).
-    Span {
-        /// The span as read.
-        span: Box<SpanRecord>,
-        /// Its JSON.
-        raw: String,
-    },
-    /// Content of a model call from OTLP log events; deduplicated by `key`.
-    Content {
-        /// The content.
-        content: Box<ContentRecord>,
-        /// Its JSON.
-        raw: String,
-        /// Identity of the record (its span and a hash of its content).
-        key: String,
+    /// An OTLP export request; a request received twice (same bytes) is a duplicate.
+    Otlp {
+        /// The request.
+        request: OtlpRequest,
+        /// SHA-256 of its body (the deduplication key).
+        digest: [u8; 32],
+        /// What it was read into.
+        records: OtlpRecords,
     },
     /// An outcome reported after the fact.
     Outcome {
@@ -147,23 +180,16 @@ pub enum LogEntry {
         /// Session.
         session_id: String,
     },
-    /// An accepted OTLP span.
-    Span {
+    /// An accepted OTLP export request.
+    Otlp {
         /// Log position.
         id: i64,
         /// When it was received, unix ms.
         received_ms: i64,
-        /// The span.
-        span: Box<SpanRecord>,
-    },
-    /// Accepted content of a model call (OTLP log events).
-    Content {
-        /// Log position.
-        id: i64,
-        /// When it was received, unix ms.
-        received_ms: i64,
-        /// The content.
-        content: Box<ContentRecord>,
+        /// The request as received.
+        request: OtlpRequest,
+        /// What it was read into, when at hand (live); `None` from the store.
+        records: Option<OtlpRecords>,
     },
     /// The engine settled a trace judged quiet after processing the log up to `after`.
     Settle {
@@ -193,8 +219,7 @@ impl LogEntry {
         match self {
             LogEntry::Step { id, .. }
             | LogEntry::Close { id, .. }
-            | LogEntry::Span { id, .. }
-            | LogEntry::Content { id, .. }
+            | LogEntry::Otlp { id, .. }
             | LogEntry::Settle { id, .. }
             | LogEntry::Outcome { id, .. } => *id,
         }
@@ -217,34 +242,6 @@ pub struct Appended {
     pub stored: Vec<Stored>,
     /// Records that were already stored (same session and seq, same span, same content).
     pub duplicates: usize,
-}
-
-/// A step the engine assembled from spans, kept for replay.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DerivedStep {
-    /// Session.
-    pub session_id: String,
-    /// Its key within the session (the span id it came from, with a suffix for user, tool and end steps).
-    pub key: String,
-    /// Its `seq`.
-    pub seq: u64,
-    /// Correlation id (the trace).
-    pub correlation_id: Option<String>,
-    /// Its JSON.
-    pub raw: String,
-}
-
-/// Late content for a derived model-call step (what replay shows).
-#[derive(Clone, Debug, PartialEq)]
-pub struct DerivedPatch {
-    /// Session.
-    pub session_id: String,
-    /// The step's key.
-    pub key: String,
-    /// Output text.
-    pub text: Option<String>,
-    /// Requested tool calls.
-    pub tool_calls_requested: Option<u32>,
 }
 
 /// A session in the listing (`GET /v1/sessions`). Absent fields of an
@@ -273,6 +270,47 @@ pub struct SessionRow {
     pub first_ts: Option<i64>,
     /// Last step time, unix ms.
     pub last_ts: Option<i64>,
+}
+
+/// Everything the engine derived from a stretch of the log, stored in one
+/// transaction (events, closed sessions, which traces make which session,
+/// listing rows, outcomes learnt after a close).
+#[derive(Debug, Default)]
+pub struct Derived {
+    /// Events.
+    pub events: Vec<DriftEvent>,
+    /// Closed sessions.
+    pub sessions: Vec<StoredSession>,
+    /// (trace, session): the traces a session was assembled from.
+    pub links: Vec<(String, String)>,
+    /// (trace, log position): the stored requests that hold a trace's spans.
+    pub request_links: Vec<(String, i64)>,
+    /// Session listing changes, in order.
+    pub rows: Vec<SessionRow>,
+    /// Outcomes learnt after their session closed.
+    pub outcomes: Vec<(String, Outcome, Option<f64>, OutcomeSource)>,
+}
+
+impl Derived {
+    /// True when there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.sessions.is_empty()
+            && self.links.is_empty()
+            && self.request_links.is_empty()
+            && self.rows.is_empty()
+            && self.outcomes.is_empty()
+    }
+
+    /// Appends what `other` derived after this.
+    pub fn merge(&mut self, other: Derived) {
+        self.events.extend(other.events);
+        self.sessions.extend(other.sessions);
+        self.links.extend(other.links);
+        self.request_links.extend(other.request_links);
+        self.rows.extend(other.rows);
+        self.outcomes.extend(other.outcomes);
+    }
 }
 
 /// Filters for listing sessions.
@@ -385,15 +423,16 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Closed sessions of a segment, most recent first.
     fn segment_sessions(&self, segment: &str, limit: usize) -> Result<Vec<StoredSession>, StoreError>;
-    /// Stores steps assembled from spans (idempotent by session and key).
-    fn insert_derived(&self, steps: &[DerivedStep]) -> Result<(), StoreError>;
-    /// Applies late content to derived steps.
-    fn patch_derived(&self, patches: &[DerivedPatch]) -> Result<(), StoreError>;
-    /// Every stored step of a session in `seq` order: (seq, JSON). Native
-    /// steps are the bytes received; steps assembled from spans their JSON.
+    /// Every native step of a session as received, in `seq` order: (seq, raw JSON).
     fn session_steps(&self, session_id: &str) -> Result<Vec<(u64, String)>, StoreError>;
-    /// Sessions sharing a correlation id (multi-agent tasks).
+    /// The traces a session was assembled from, and the stored OTLP
+    /// requests that hold their spans and content, in log order (replay
+    /// re-assembles them).
+    fn session_requests(&self, session_id: &str) -> Result<(Vec<String>, Vec<OtlpRequest>), StoreError>;
+    /// Sessions sharing a correlation id (multi-agent tasks; an OTLP trace id).
     fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Stores what the engine derived, in one transaction; returns the events that were new.
+    fn store_derived(&self, d: &Derived) -> Result<Vec<DriftEvent>, StoreError>;
     /// Inserts or updates session rows (absent fields keep the stored value).
     fn upsert_session_rows(&self, rows: &[SessionRow]) -> Result<(), StoreError>;
     /// Lists sessions.
@@ -404,7 +443,7 @@ pub trait Store: Send + Sync {
     fn save_snapshot(&self, s: &Snapshot) -> Result<(), StoreError>;
     /// The latest snapshot.
     fn snapshot(&self) -> Result<Option<Snapshot>, StoreError>;
-    /// Number of native steps and spans stored.
+    /// Number of native steps and OTLP trace requests stored.
     fn step_count(&self) -> Result<u64, StoreError>;
     /// Checks the store answers (readiness).
     fn ping(&self) -> Result<(), StoreError>;

@@ -111,26 +111,15 @@ impl Identity {
     }
 }
 
-/// Late content for a model call already released: what replay should show.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StepPatch {
-    /// Session.
-    pub session_id: String,
-    /// The step's span id.
-    pub span_id: String,
-    /// Output text.
-    pub text: Option<String>,
-    /// Requested tool calls.
-    pub tool_calls_requested: Option<u32>,
-}
-
 /// What one call produced.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Assembled {
     /// Steps to score, each session's in `seq` order.
     pub steps: Vec<Step>,
-    /// Late content for released steps.
-    pub patches: Vec<StepPatch>,
+    /// (trace, session) pairs first seen: where to find a session's spans.
+    pub links: Vec<(String, String)>,
+    /// (trace, input position) of the inputs that hold a trace's spans and content.
+    pub request_links: Vec<(String, i64)>,
     /// Sessions first seen, or whose identity changed.
     pub sessions: Vec<(String, Identity)>,
     /// Outcomes (evaluations) that arrived for sessions already closed.
@@ -140,7 +129,8 @@ pub struct Assembled {
 impl Assembled {
     fn extend(&mut self, o: Assembled) {
         self.steps.extend(o.steps);
-        self.patches.extend(o.patches);
+        self.links.extend(o.links);
+        self.request_links.extend(o.request_links);
         self.sessions.extend(o.sessions);
         self.outcomes.extend(o.outcomes);
     }
@@ -159,7 +149,8 @@ pub struct AssembleStats {
     pub traces_forced: u64,
     /// Spans that arrived after their trace settled.
     pub late_spans: u64,
-    /// Content records that arrived after their model call was released.
+    /// Content records that arrived after their model call was released
+    /// (replay shows them; the scored features do not).
     pub late_content: u64,
     /// Content records whose span never arrived.
     pub orphan_content: u64,
@@ -173,6 +164,9 @@ pub struct AssembleStats {
     pub synthesized_tools: u64,
     /// Model spans nested in model spans, counted once.
     pub nested_llm: u64,
+    /// Spans received again (same trace and span id), dropped.
+    #[serde(default)]
+    pub duplicate_spans: u64,
 }
 
 /// A bounded map that forgets its oldest entries.
@@ -221,6 +215,8 @@ struct PendingTrace {
     first_ms: i64,
     last_ms: i64,
     last_pos: i64,
+    /// Input positions that hold its spans or content.
+    positions: Vec<i64>,
 }
 
 impl PendingTrace {
@@ -234,11 +230,11 @@ impl PendingTrace {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct SpanInfo {
     depth: u32,
-    session: String,
-    /// The agent its steps are attributed to.
-    agent: String,
-    task_type: Option<String>,
-    /// Whether it became a model-call step (late content patches it).
+    /// Session, agent and task type as indices into the trace's `names`.
+    session: u32,
+    agent: u32,
+    task_type: Option<u32>,
+    /// Whether it is a model call (late content patches it).
     llm: bool,
 }
 
@@ -246,6 +242,8 @@ struct SpanInfo {
 struct SettledTrace {
     session: String,
     task_type: Option<String>,
+    /// The distinct session, agent and task-type strings its spans use.
+    names: Vec<String>,
     spans: HashMap<String, SpanInfo>,
     /// Content for spans that have not arrived.
     waiting: Vec<ContentRecord>,
@@ -305,6 +303,28 @@ struct Item {
     depth: u32,
     key: String,
     step: Step,
+    /// For a tool span answering a requested call: (which model call of
+    /// this batch asked, the call's index in its request).
+    call: Option<(u32, usize)>,
+}
+
+/// Puts the tool spans that answer one model call's parallel requests in
+/// the order the model asked for them: concurrent tools start in whatever
+/// order their threads ran, which must not change the session's sequence.
+fn in_request_order(items: &mut [Item]) {
+    let mut i = 0;
+    while i < items.len() {
+        let Some((generation, _)) = items[i].call else {
+            i += 1;
+            continue;
+        };
+        let mut j = i + 1;
+        while j < items.len() && items[j].call.is_some_and(|(g, _)| g == generation) {
+            j += 1;
+        }
+        items[i..j].sort_by_key(|it| it.call.map(|c| c.1));
+        i = j;
+    }
 }
 
 impl Assembler {
@@ -334,9 +354,13 @@ impl Assembler {
     /// Takes one span, received at `received_ms` at input position `pos`.
     pub fn add_span(&mut self, rec: SpanRecord, received_ms: i64, pos: i64) -> Assembled {
         self.stats.spans += 1;
-        if self.settled.get(&rec.trace_id).is_some() {
+        if let Some(t) = self.settled.get(&rec.trace_id) {
+            if t.spans.contains_key(&rec.span_id) {
+                self.stats.duplicate_spans += 1;
+                return Assembled::default();
+            }
             self.stats.late_spans += 1;
-            return self.late_span(rec);
+            return self.late_span(rec, pos);
         }
         let t = self
             .pending
@@ -348,6 +372,9 @@ impl Assembler {
         t.root |= rec.parent.is_none();
         t.last_ms = t.last_ms.max(received_ms);
         t.last_pos = t.last_pos.max(pos);
+        if t.positions.last() != Some(&pos) {
+            t.positions.push(pos);
+        }
         t.spans.push(rec);
         self.pending_spans += 1;
         self.enforce_cap()
@@ -356,27 +383,23 @@ impl Assembler {
     /// Takes the content of a model call sent as log events.
     pub fn add_content(&mut self, c: ContentRecord, received_ms: i64, pos: i64) -> Assembled {
         if let Some(t) = self.settled.get_mut(&c.trace_id) {
+            let link = Assembled {
+                request_links: vec![(c.trace_id.clone(), pos)],
+                ..Assembled::default()
+            };
             let Some(info) = t.spans.get(&c.span_id) else {
                 t.waiting.push(c);
                 self.stats.orphan_content += 1;
-                return Assembled::default();
+                return link;
             };
             self.stats.late_content += 1;
-            let mut out = Assembled::default();
-            if info.llm && !c.output.is_empty() {
-                let (text, calls) = super::span::output_summary(&c.output);
-                out.patches.push(StepPatch {
-                    session_id: info.session.clone(),
-                    span_id: c.span_id.clone(),
-                    text: Some(text),
-                    tool_calls_requested: Some(calls.len() as u32),
-                });
-            }
-            if let Some(hint) = c.evaluation {
-                let session = info.session.clone();
-                if let Some(late) = self.note_outcome(&session, hint) {
-                    out.outcomes.push((session, late));
-                }
+            let mut out = link;
+            let session = t.names[info.session as usize].clone();
+            // Replay re-assembles the trace with it; the scored features do not change.
+            if let Some(hint) = c.evaluation
+                && let Some(late) = self.note_outcome(&session, hint)
+            {
+                out.outcomes.push((session, late));
             }
             return out;
         }
@@ -386,6 +409,9 @@ impl Assembler {
         });
         t.last_ms = t.last_ms.max(received_ms);
         t.last_pos = t.last_pos.max(pos);
+        if t.positions.last() != Some(&pos) {
+            t.positions.push(pos);
+        }
         t.content.push(c);
         Assembled::default()
     }
@@ -534,7 +560,7 @@ impl Assembler {
 
     /// A span of a settled trace: its identity comes from what is
     /// remembered of its ancestors.
-    fn late_span(&mut self, mut rec: SpanRecord) -> Assembled {
+    fn late_span(&mut self, mut rec: SpanRecord, pos: i64) -> Assembled {
         let trace = self.settled.get_mut(&rec.trace_id).expect("settled");
         let parent = rec.parent.as_ref().and_then(|p| trace.spans.get(p)).cloned();
         let depth = match (&rec.parent, &parent) {
@@ -542,21 +568,22 @@ impl Assembler {
             (Some(_), Some(p)) => p.depth + 1,
             (Some(_), None) => 1,
         };
+        let name = |i: u32| trace.names[i as usize].clone();
         let session = rec
             .session
             .clone()
-            .or_else(|| parent.as_ref().map(|p| p.session.clone()))
+            .or_else(|| parent.as_ref().map(|p| name(p.session)))
             .unwrap_or_else(|| trace.session.clone());
         let agent = rec
             .agent
             .clone()
-            .or_else(|| parent.as_ref().map(|p| p.agent.clone()))
+            .or_else(|| parent.as_ref().map(|p| name(p.agent)))
             .or_else(|| rec.resource.service.clone())
             .unwrap_or_else(|| UNKNOWN_AGENT.to_string());
         let task_type = rec
             .task_type
             .clone()
-            .or_else(|| parent.as_ref().and_then(|p| p.task_type.clone()))
+            .or_else(|| parent.as_ref().and_then(|p| p.task_type.map(name)))
             .or_else(|| trace.task_type.clone())
             .or_else(|| rec.resource.task_type.clone());
         // Content that waited for this span.
@@ -566,16 +593,14 @@ impl Assembler {
         trace.waiting = rest;
         let found = mine.len() as u64;
         merge_content(&mut rec, mine);
-        trace.spans.insert(
-            rec.span_id.clone(),
-            SpanInfo {
-                depth,
-                session: session.clone(),
-                agent: agent.clone(),
-                task_type: task_type.clone(),
-                llm: rec.role == SpanRole::Llm,
-            },
-        );
+        let info = SpanInfo {
+            depth,
+            session: intern(&mut trace.names, &session),
+            agent: intern(&mut trace.names, &agent),
+            task_type: task_type.as_deref().map(|t| intern(&mut trace.names, t)),
+            llm: rec.role == SpanRole::Llm,
+        };
+        trace.spans.insert(rec.span_id.clone(), info);
         let resolved = ResolvedSpan {
             depth,
             session,
@@ -584,7 +609,10 @@ impl Assembler {
             inside_llm: parent.as_ref().is_some_and(|p| p.llm),
         };
         self.stats.orphan_content = self.stats.orphan_content.saturating_sub(found);
-        let mut out = Assembled::default();
+        let mut out = Assembled {
+            request_links: vec![(rec.trace_id.clone(), pos)],
+            ..Assembled::default()
+        };
         self.emit(vec![(rec, resolved)], false, &mut out);
         out
     }
@@ -599,10 +627,13 @@ impl Assembler {
         } else {
             self.stats.traces_resolved += 1;
         }
+        out.request_links = t.positions.iter().map(|p| (trace_id.to_string(), *p)).collect();
         let mut spans = t.spans;
         // Duplicate span ids (a re-export) keep the first.
+        let before = spans.len();
         let mut seen = std::collections::HashSet::new();
         spans.retain(|s| seen.insert(s.span_id.clone()));
+        self.stats.duplicate_spans += (before - spans.len()) as u64;
         let mut content: BTreeMap<String, Vec<ContentRecord>> = BTreeMap::new();
         for c in t.content {
             content.entry(c.span_id.clone()).or_default().push(c);
@@ -684,20 +715,19 @@ impl Assembler {
         let mut settled = SettledTrace {
             session: trace_session,
             task_type: trace_task,
+            names: Vec::new(),
             spans: HashMap::with_capacity(spans.len()),
             waiting,
         };
         for (s, r) in spans.iter().zip(&resolved) {
-            settled.spans.insert(
-                s.span_id.clone(),
-                SpanInfo {
-                    depth: r.depth,
-                    session: r.session.clone(),
-                    agent: r.agent.clone(),
-                    task_type: r.task_type.clone(),
-                    llm: s.role == SpanRole::Llm,
-                },
-            );
+            let info = SpanInfo {
+                depth: r.depth,
+                session: intern(&mut settled.names, &r.session),
+                agent: intern(&mut settled.names, &r.agent),
+                task_type: r.task_type.as_deref().map(|t| intern(&mut settled.names, t)),
+                llm: s.role == SpanRole::Llm,
+            };
+            settled.spans.insert(s.span_id.clone(), info);
         }
         let cap = self.config.remembered_traces;
         let _ = self.settled.insert(trace_id.to_string(), settled, cap);
@@ -719,6 +749,7 @@ impl Assembler {
             if !relevant {
                 continue;
             }
+            out.links.push((spans[0].0.trace_id.clone(), sid.clone()));
             spans.sort_by(|a, b| (a.0.start_ns, a.1.depth, &a.0.span_id).cmp(&(b.0.start_ns, b.1.depth, &b.0.span_id)));
             let has_tool_spans = spans
                 .iter()
@@ -732,7 +763,11 @@ impl Assembler {
                     state.tool_spans = true;
                     state.unanswered.clear();
                 }
-                for (rec, r) in &spans {
+                let mut generation = 0u32;
+                for (rec, r) in spans.iter_mut() {
+                    // The step moves out of the record (no copy); the record is read only from here.
+                    let template = rec.step.take();
+                    let (rec, r) = (&*rec, &*r);
                     let base = |kind: StepKind| {
                         let mut s = Step::new(sid.clone(), 0, (rec.start_ns / 1_000_000) as i64, kind, r.agent.clone());
                         s.task_type = r.task_type.clone();
@@ -762,6 +797,7 @@ impl Assembler {
                                     depth: r.depth,
                                     key: rec.span_id.clone(),
                                     step: h,
+                                    call: None,
                                 });
                             }
                             _ => {}
@@ -785,23 +821,34 @@ impl Assembler {
                             state.outcome = Some(hint.clone());
                         }
                     }
-                    let Some(template) = &rec.step else { continue };
+                    let Some(template) = template else { continue };
                     if r.inside_llm && template.kind == StepKind::Llm {
                         stats.3 += 1;
                         continue;
                     }
-                    let mut step = template.clone();
+                    let mut step = template;
+                    step.trace_id = Some(rec.trace_id.clone());
+                    step.span_id = Some(rec.span_id.clone());
+                    step.parent_span_id = rec.parent.clone();
+                    step.correlation_id = Some(rec.trace_id.clone());
                     step.session_id = sid.clone();
                     step.agent = r.agent.clone();
                     step.task_type = r.task_type.clone();
                     step.depth = Some(r.depth);
+                    let mut call_order = None;
                     if step.kind == StepKind::Tool {
                         // The tool span of a call the model asked for: the model's
                         // arguments when the span recorded only the bare value
                         // (LangChain tools of one argument), and the call id.
                         let name = step.tool.clone().unwrap_or_default();
-                        if let Some((call, used)) = state.requested.iter_mut().find(|(c, u)| !*u && c.name == name) {
+                        if let Some((index, (call, used))) = state
+                            .requested
+                            .iter_mut()
+                            .enumerate()
+                            .find(|(_, (c, u))| !*u && c.name == name)
+                        {
                             *used = true;
+                            call_order = Some((generation, index));
                             if !matches!(step.args, Some(Value::Object(_)))
                                 && let Some(a @ Value::Object(_)) = &call.arguments
                             {
@@ -815,6 +862,7 @@ impl Assembler {
                         }
                     }
                     if step.kind == StepKind::Llm {
+                        generation += 1;
                         state.requested = rec.tool_calls.iter().map(|c| (c.clone(), false)).collect();
                         // Tool results answer the calls the previous model call asked for.
                         for m in rec.input_tail.iter().filter(|m| m.role == MsgRole::Tool) {
@@ -831,6 +879,7 @@ impl Assembler {
                                     depth: r.depth,
                                     key: format!("{:08}", p.index),
                                     step: synthesized_tool(&p, Some(m)),
+                                    call: None,
                                 });
                             }
                         }
@@ -855,6 +904,7 @@ impl Assembler {
                                 depth: r.depth,
                                 key: format!("{}:user:{k:04}", rec.span_id),
                                 step: u,
+                                call: None,
                             });
                         }
                         if !state.tool_spans {
@@ -878,9 +928,11 @@ impl Assembler {
                         depth: r.depth,
                         key: rec.span_id.clone(),
                         step,
+                        call: call_order,
                     });
                 }
                 items.sort_by(|a, b| (a.time_ns, a.rank, a.depth, &a.key).cmp(&(b.time_ns, b.rank, b.depth, &b.key)));
+                in_request_order(&mut items);
                 if let Some((_, e)) = end.take() {
                     state.ended = true;
                     items.push(Item {
@@ -889,6 +941,7 @@ impl Assembler {
                         depth: 0,
                         key: String::new(),
                         step: e,
+                        call: None,
                     });
                 }
                 for mut it in items {
@@ -902,6 +955,17 @@ impl Assembler {
             self.stats.repeated_outcomes += stats.1;
             self.stats.user_steps += stats.2;
             self.stats.nested_llm += stats.3;
+        }
+    }
+}
+
+/// The index of `s` in a trace's string table (added when new; tables are short).
+fn intern(names: &mut Vec<String>, s: &str) -> u32 {
+    match names.iter().position(|n| n == s) {
+        Some(i) => i as u32,
+        None => {
+            names.push(s.to_string());
+            (names.len() - 1) as u32
         }
     }
 }
@@ -1110,6 +1174,47 @@ mod tests {
         assert_eq!(steps[4].depth, Some(3));
     }
 
+    #[test]
+    fn parallel_tools_take_the_order_the_model_asked_for_not_their_start_order() {
+        let mut root = span("root", None, 0, SpanRole::Agent);
+        root.session = Some("conv-p".into());
+        root.agent = Some("A".into());
+        let mut l1 = span("l1", Some("root"), 1, SpanRole::Llm);
+        l1.tool_calls = ["tool_x", "tool_y", "tool_z"]
+            .iter()
+            .map(|n| ToolCall {
+                id: Some(format!("call_{n}")),
+                name: n.to_string(),
+                arguments: None,
+            })
+            .collect();
+        // Their threads started z, then x, then y.
+        let [z, x, y] = [("z", 10), ("x", 11), ("y", 12)].map(|(id, start)| {
+            let mut t = span(id, Some("root"), start, SpanRole::Tool);
+            t.step.as_mut().unwrap().attributes = Some(Default::default());
+            t
+        });
+        let l2 = span("l2", Some("root"), 20, SpanRole::Llm);
+        let steps = run(&[vec![root, l1, z, x, y, l2]]);
+        let got: Vec<(StepKind, Option<&str>)> = steps.iter().map(|s| (s.kind, s.tool.as_deref())).collect();
+        assert_eq!(
+            got,
+            [
+                (StepKind::Llm, None),
+                (StepKind::Tool, Some("tool_x")),
+                (StepKind::Tool, Some("tool_y")),
+                (StepKind::Tool, Some("tool_z")),
+                (StepKind::Llm, None),
+            ]
+        );
+        assert_eq!(steps.iter().map(|s| s.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        let ids: Vec<_> = steps[1..4]
+            .iter()
+            .map(|s| s.attributes.as_ref().unwrap()["gen_ai.tool.call.id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["call_tool_x", "call_tool_y", "call_tool_z"]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Whatever order and batching the spans arrive in, the steps are the same.
@@ -1175,14 +1280,16 @@ mod tests {
     }
 
     #[test]
-    fn late_spans_join_their_session_and_late_content_patches_replay() {
+    fn late_spans_join_their_session_and_late_content_is_counted() {
         let mut a = Assembler::new(AssembleConfig::default());
         let t = trace();
         let mut steps = Vec::new();
         for s in &t {
             steps.extend(a.add_span(s.clone(), 0, 1).steps);
         }
-        steps.extend(a.settle("t1", 1).steps);
+        let settled = a.settle("t1", 1);
+        assert_eq!(settled.links, [("t1".to_string(), "conv-1".to_string())]);
+        steps.extend(settled.steps);
         assert_eq!(steps.len(), 5);
         let late_tool = span("t9", Some("b"), 30, SpanRole::Tool);
         let out = a.add_span(late_tool, 10, 2);
@@ -1194,7 +1301,7 @@ mod tests {
         );
         let mut m = Message::new(MsgRole::Assistant);
         m.text = Some("late answer".into());
-        let patch = a.add_content(
+        let late = a.add_content(
             ContentRecord {
                 trace_id: "t1".into(),
                 span_id: "l2".into(),
@@ -1207,8 +1314,7 @@ mod tests {
             11,
             3,
         );
-        assert_eq!(patch.patches.len(), 1);
-        assert_eq!(patch.patches[0].text.as_deref(), Some("late answer"));
+        assert!(late.steps.is_empty(), "the released model call is not scored again");
         assert_eq!(a.stats().late_content, 1);
     }
 

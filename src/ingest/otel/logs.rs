@@ -67,8 +67,8 @@ pub fn read_logs(req: &ExportLogsServiceRequest) -> LogsOutput {
                     out.unattached += 1;
                     continue;
                 }
-                let trace_id = hex::encode(&r.trace_id);
-                let span_id = hex::encode(&r.span_id);
+                let trace_id = super::span::hex_id(&r.trace_id);
+                let span_id = super::span::hex_id(&r.span_id);
                 let n = order.len();
                 let ord = *order.entry((trace_id.clone(), span_id.clone())).or_insert(n);
                 let parts = groups.entry((ord, trace_id.clone(), span_id.clone())).or_default();
@@ -93,7 +93,7 @@ pub fn read_logs(req: &ExportLogsServiceRequest) -> LogsOutput {
                     continue;
                 }
                 if name == "gen_ai.client.inference.operation.details" {
-                    let get = |k: &str| attrs.get(k).map(|v| any_to_json(v)).or_else(|| body.get(k).cloned());
+                    let get = |k: &str| attrs.get(k).map(any_to_json).or_else(|| body.get(k).cloned());
                     if let Some(m) = get(cv::INPUT_MESSAGES).and_then(|v| messages::from_genai(&v)) {
                         parts.input.extend(m);
                     }

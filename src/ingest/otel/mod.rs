@@ -63,16 +63,45 @@ pub fn records_of(req: &ExportTraceServiceRequest, opts: &ReadOptions) -> Record
     out
 }
 
-/// Maps a whole decoded request (a file) to steps: every trace is
-/// assembled as if all of it had arrived, whatever order the spans are in.
-pub fn read_traces(req: &ExportTraceServiceRequest, opts: &ReadOptions) -> ReadOutput {
-    let recs = records_of(req, opts);
-    let mut a = Assembler::new(AssembleConfig {
+/// An assembler that holds everything (files and replays: all of the input is at hand).
+fn batch_assembler() -> Assembler {
+    Assembler::new(AssembleConfig {
         max_pending_spans: usize::MAX,
         remembered_traces: usize::MAX,
         remembered_sessions: usize::MAX,
         ..AssembleConfig::default()
-    });
+    })
+}
+
+/// One session's steps rebuilt from the spans and content stored for its
+/// traces (what replay shows): every trace assembled whole, in start order,
+/// late spans and late content in their place, requested calls still
+/// unanswered at the end included.
+pub fn assemble_session(
+    spans: Vec<SpanRecord>,
+    content: Vec<assemble::ContentRecord>,
+    session_id: &str,
+) -> Vec<crate::model::Step> {
+    let mut a = batch_assembler();
+    for c in content {
+        let _ = a.add_content(c, 0, 0);
+    }
+    let mut steps = Vec::new();
+    for s in spans {
+        steps.extend(a.add_span(s, 0, 0).steps);
+    }
+    steps.extend(a.flush().steps);
+    steps.extend(a.closing(session_id).0);
+    steps.retain(|s| s.session_id == session_id);
+    steps.sort_by_key(|s| s.seq);
+    steps
+}
+
+/// Maps a whole decoded request (a file) to steps: every trace is
+/// assembled as if all of it had arrived, whatever order the spans are in.
+pub fn read_traces(req: &ExportTraceServiceRequest, opts: &ReadOptions) -> ReadOutput {
+    let recs = records_of(req, opts);
+    let mut a = batch_assembler();
     let mut steps = Vec::new();
     for r in recs.spans {
         steps.extend(a.add_span(r, 0, 0).steps);

@@ -123,14 +123,51 @@ pub struct SpanOptions<'a> {
     pub task_type_attributes: &'a [String],
 }
 
-/// Attributes by key, for lookups.
-pub type Attrs<'a> = HashMap<&'a str, &'a AnyValue>;
+/// A span's attributes, looked up by key. Spans carry a dozen or two
+/// attributes, for which a linear scan beats hashing every key.
+#[derive(Default)]
+pub struct Attrs<'a>(Vec<(&'a str, &'a AnyValue)>);
+
+impl<'a> Attrs<'a> {
+    /// The value of `key` (the last one if repeated, as a map would keep).
+    pub fn get(&self, key: &str) -> Option<&'a AnyValue> {
+        self.0.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| *k == key)
+    }
+
+    /// Every key.
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.0.iter().map(|(k, _)| *k)
+    }
+
+    /// Every (key, value).
+    pub fn iter(&self) -> impl Iterator<Item = &(&'a str, &'a AnyValue)> + '_ {
+        self.0.iter()
+    }
+}
 
 /// Attributes of a key-value list by key.
 pub fn attr_map(kvs: &[KeyValue]) -> Attrs<'_> {
-    kvs.iter()
-        .filter_map(|kv| kv.value.as_ref().map(|v| (kv.key.as_str(), v)))
-        .collect()
+    Attrs(
+        kvs.iter()
+            .filter_map(|kv| kv.value.as_ref().map(|v| (kv.key.as_str(), v)))
+            .collect(),
+    )
+}
+
+/// Lower-case hex of an id, without the per-character iterator of `hex`.
+pub fn hex_id(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 15) as usize]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// A string attribute value.
@@ -469,8 +506,8 @@ pub fn output_summary(output: &[Message]) -> (String, Vec<ToolCall>) {
 /// Maps one span to its record; a span that claims to be a model or tool
 /// call but cannot be read is an error naming the span and attribute.
 pub fn record_of(span: &Span, resource: &ResourceHints, opts: &SpanOptions) -> Result<SpanRecord, RecordError> {
-    let trace_id = hex::encode(&span.trace_id);
-    let span_id = hex::encode(&span.span_id);
+    let trace_id = hex_id(&span.trace_id);
+    let span_id = hex_id(&span.span_id);
     let err = |field: &str, message: String| RecordError {
         location: Location::Span {
             trace_id: trace_id.clone(),
@@ -487,7 +524,7 @@ pub fn record_of(span: &Span, resource: &ResourceHints, opts: &SpanOptions) -> R
     }
     let parent = match span.parent_span_id.len() {
         0 => None,
-        8 if span.parent_span_id.iter().any(|&b| b != 0) => Some(hex::encode(&span.parent_span_id)),
+        8 if span.parent_span_id.iter().any(|&b| b != 0) => Some(hex_id(&span.parent_span_id)),
         8 => None,
         _ => return Err(err("parent_span_id", "must be empty or 8 bytes".into())),
     };
@@ -580,10 +617,7 @@ pub fn record_of(span: &Span, resource: &ResourceHints, opts: &SpanOptions) -> R
         StepKind::Llm,
         String::new(),
     );
-    step.trace_id = Some(trace_id.clone());
-    step.span_id = Some(span_id.clone());
-    step.parent_span_id = rec.parent.clone();
-    step.correlation_id = Some(trace_id.clone());
+    // The span's ids are the record's; the assembler puts them on the step.
     step.latency_ms = Some(latency);
     match role {
         SpanRole::Llm => {
@@ -744,12 +778,12 @@ fn looks_like_api_payload(t: &str) -> bool {
 }
 
 fn leftover_attributes(span: &Span) -> Map<String, Value> {
+    static MAPPED: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+        std::sync::LazyLock::new(|| cv::MAPPED.iter().copied().collect());
     let mut m: Map<String, Value> = span
         .attributes
         .iter()
-        .filter(|kv| {
-            !cv::MAPPED.contains(&kv.key.as_str()) && !cv::MAPPED_PREFIXES.iter().any(|p| kv.key.starts_with(p))
-        })
+        .filter(|kv| !MAPPED.contains(kv.key.as_str()) && !cv::MAPPED_PREFIXES.iter().any(|p| kv.key.starts_with(p)))
         .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, any_to_json)))
         .collect();
     m.insert("otel.span_name".to_string(), Value::String(span.name.clone()));
