@@ -54,6 +54,10 @@ pub struct ServeConfig {
     pub idle_timeout_secs: u64,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// Bytes all sessions' reorder buffers (steps waiting for a missing `seq`) may hold together.
+    pub max_buffered_bytes: usize,
+    /// Bytes one session's reorder buffer may hold before it scores across its gap.
+    pub max_buffered_bytes_per_session: usize,
     /// `json` or `text` logs.
     pub log_format: String,
     /// Price table file (default: built-in).
@@ -95,6 +99,8 @@ impl Default for ServeConfig {
             data_dir: "./agentdrift-data".into(),
             idle_timeout_secs: 300,
             max_body_bytes: 16 * 1024 * 1024,
+            max_buffered_bytes: 256 << 20,
+            max_buffered_bytes_per_session: 8 << 20,
             log_format: "json".into(),
             prices: None,
             task_type_attributes: Vec::new(),
@@ -252,6 +258,10 @@ impl Config {
                 "AGENTDRIFT_DATA_DIR" => self.serve.data_dir = v.clone(),
                 "AGENTDRIFT_IDLE_TIMEOUT_SECS" => self.serve.idle_timeout_secs = num(k, v)?,
                 "AGENTDRIFT_MAX_BODY_BYTES" => self.serve.max_body_bytes = num(k, v)? as usize,
+                "AGENTDRIFT_MAX_BUFFERED_BYTES" => self.serve.max_buffered_bytes = num(k, v)? as usize,
+                "AGENTDRIFT_MAX_BUFFERED_BYTES_PER_SESSION" => {
+                    self.serve.max_buffered_bytes_per_session = num(k, v)? as usize
+                }
                 "AGENTDRIFT_SNAPSHOT_SECS" => self.serve.snapshot_secs = num(k, v)?,
                 "AGENTDRIFT_TRACE_SETTLE_SECS" => self.serve.trace_settle_secs = num(k, v)?,
                 "AGENTDRIFT_TRACE_TIMEOUT_SECS" => self.serve.trace_timeout_secs = num(k, v)?,
@@ -260,6 +270,19 @@ impl Config {
                 "AGENTDRIFT_HTTP_HEADER_TIMEOUT_SECS" => self.serve.http_header_timeout_secs = num(k, v)?,
                 "AGENTDRIFT_HTTP_BODY_TIMEOUT_SECS" => self.serve.http_body_timeout_secs = num(k, v)?,
                 "AGENTDRIFT_MAX_CONNECTIONS" => self.serve.max_connections = num(k, v)? as usize,
+                "AGENTDRIFT_ALLOW_UNAUTHENTICATED" => {
+                    self.serve.allow_unauthenticated = match v.as_str() {
+                        "1" | "true" => true,
+                        "0" | "false" | "" => false,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                name: k.clone(),
+                                value: v.into(),
+                                message: "expected true or false".into(),
+                            });
+                        }
+                    }
+                }
                 "AGENTDRIFT_TLS_CERT" => self.serve.tls_cert = Some(v.clone()),
                 "AGENTDRIFT_TLS_KEY" => self.serve.tls_key = Some(v.clone()),
                 "AGENTDRIFT_AUTH_TOKENS" => {

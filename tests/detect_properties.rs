@@ -183,3 +183,52 @@ fn state_stays_bounded_in_an_endless_looping_session() {
     // Past the caps (4096 call keys, 10,000 Markov states), doubling the session does not grow the state.
     assert!(sizes[1] as f64 <= sizes[0] as f64 * 1.01, "{sizes:?}");
 }
+
+fn big_step(session: &str, seq: u64) -> Step {
+    let mut s = Step::new(session, seq, seq as i64, StepKind::Llm, "taubench-airline/gpt-4o");
+    s.task_type = Some("airline".into());
+    s.text = Some("x".repeat(10_000));
+    s
+}
+
+#[test]
+fn a_reorder_buffer_over_its_cap_releases_across_the_gap_in_seq_order_counted() {
+    let limits = agentdrift::engine::Limits {
+        session_buffer_bytes: 100_000,
+        total_buffer_bytes: 250_000,
+    };
+    let mut scorer = Scorer::new(baseline(), PriceTable::default(), i64::MAX)
+        .unwrap()
+        .with_limits(limits);
+    // seq 1 never comes: without a cap, every later step would wait for it.
+    scorer.ingest(big_step("gap", 0), 0);
+    let mut max_buffered = 0;
+    for seq in 2..60u64 {
+        scorer.ingest(big_step("gap", seq), seq as i64);
+        max_buffered = max_buffered.max(scorer.buffered_bytes());
+    }
+    assert!(max_buffered <= limits.session_buffer_bytes, "{max_buffered}");
+    assert!(scorer.stats().forced_releases >= 1);
+    // Everything was scored once the buffer gave up on seq 1; seq 1 is late now.
+    assert_eq!(scorer.stats().steps, 59);
+    assert_eq!(scorer.buffered_bytes(), 0);
+    assert_eq!(scorer.ingest(big_step("gap", 1), 99).late, 1);
+    // Many sessions with gaps: the total cap holds, the largest buffer goes first.
+    for k in 0..40 {
+        let sid = format!("g{k}");
+        scorer.ingest(big_step(&sid, 0), 0);
+        for seq in 2..6u64 {
+            scorer.ingest(big_step(&sid, seq), 0);
+            assert!(scorer.buffered_bytes() <= limits.total_buffer_bytes);
+        }
+    }
+    assert!(scorer.stats().forced_releases > 1);
+    // Nothing is dropped: every step is scored by the end.
+    let closed = scorer.flush().closed;
+    let steps: u64 = closed
+        .iter()
+        .filter(|c| c.session_id.starts_with('g'))
+        .map(|c| c.steps)
+        .sum();
+    assert_eq!(steps, 59 + 40 * 5);
+}

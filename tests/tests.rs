@@ -22,6 +22,8 @@ mod detect_real_data;
 mod detect_properties;
 // The service binary over HTTP: end to end, bad input, OTLP, crash recovery.
 mod service_e2e;
+// Hostile clients, bounded values, tokens, TLS, damaged stores: issue 14's regression tests.
+mod hardening;
 // One agent run over OTLP, batched three ways (and across restarts): the same sessions and events.
 mod otlp_batching;
 // Real OpenTelemetry instrumentations (openai-v2, OpenInference, Agents SDK, OpenLLMetry, LangGraph) over HTTP and gRPC.

@@ -58,6 +58,14 @@ pub enum ApiError {
     /// The `Host` header names another host (DNS rebinding).
     #[error("host `{0}` is not served here: this service answers only to its loopback names")]
     Host(String),
+    /// A request target longer than the service reads.
+    #[error("the request URI is {len} bytes; at most {max} are read")]
+    UriTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A route exists but not for this method.
     #[error("method {method} is not allowed here")]
     MethodNotAllowed {
@@ -84,6 +92,7 @@ impl ApiError {
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::Host(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::Store(StoreError::Full(_)) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Store(StoreError::Busy(_) | StoreError::SyncFailed(_) | StoreError::Stopped(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -105,6 +114,7 @@ impl ApiError {
             ApiError::Auth(crate::api::auth::AuthError::Forbidden { .. }) => "forbidden",
             ApiError::Auth(_) => "unauthorized",
             ApiError::Host(_) => "host_not_allowed",
+            ApiError::UriTooLong { .. } => "uri_too_long",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Store(StoreError::Full(_)) => "disk_full",
             ApiError::Store(StoreError::Busy(_)) => "retry",

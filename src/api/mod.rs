@@ -77,6 +77,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), check_host))
         // Counts every request by route template (bounded labels).
         .layer(middleware::from_fn_with_state(shared.clone(), count_requests))
+        .layer(middleware::from_fn(limit_uri))
         // The body limit is enforced by `RawBody` (so the 413 is JSON);
         // axum's default 2 MB limit is lifted to the configured one.
         .layer(axum::extract::DefaultBodyLimit::max(shared.max_body))
@@ -142,6 +143,23 @@ pub fn loopback_host(host: &str) -> bool {
     name == "localhost"
         || name.ends_with(".localhost")
         || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Longest request URI read (session ids and queries fit many times over).
+pub const MAX_URI_BYTES: usize = 8192;
+
+/// Refuses over-long request targets with the JSON error body (the HTTP
+/// layer itself only refuses those over 64 KiB, without a body).
+async fn limit_uri(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        return ApiError::UriTooLong {
+            len,
+            max: MAX_URI_BYTES,
+        }
+        .into_response();
+    }
+    next.run(req).await
 }
 
 pub(crate) async fn check_host(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {

@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Serve a non-loopback address without `[auth]` tokens (refused otherwise).
     #[arg(long)]
     pub allow_unauthenticated: bool,
+    /// Integrity check of the store before starting: `quick` (default, every page) or `full` (every index too).
+    #[arg(long, value_name = "quick|full", default_value = "quick")]
+    pub check_store: String,
 }
 
 /// Writes text log lines to stderr with every control character inside a
@@ -121,7 +124,14 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => PriceTable::load(std::path::Path::new(p))?,
         None => PriceTable::default(),
     };
-    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(std::path::Path::new(&cfg.serve.data_dir))?);
+    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open_checked(
+        std::path::Path::new(&cfg.serve.data_dir),
+        match a.check_store.as_str() {
+            "quick" => crate::store::sqlite::Check::Quick,
+            "full" => crate::store::sqlite::Check::Full,
+            other => anyhow::bail!("--check-store must be quick or full, got `{other}`"),
+        },
+    )?);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(serve(store, baseline, cfg, prices))?;
     Ok(ExitCode::SUCCESS)

@@ -165,6 +165,9 @@ struct OpenSession {
     first_ts: i64,
     #[serde(default)]
     trace_id: Option<String>,
+    /// Bytes its reorder buffer holds (recomputed on restore).
+    #[serde(skip)]
+    buffered: usize,
 }
 
 /// What is remembered of a closed session, for late steps and late outcomes.
@@ -313,6 +316,12 @@ pub struct ScorerStats {
     /// Outcomes that reached charts after their session closed.
     #[serde(default)]
     pub late_outcomes: u64,
+    /// Log rows that could not be read back (damaged storage), skipped.
+    #[serde(default)]
+    pub unreadable_log_rows: u64,
+    /// Times a reorder buffer over its cap released its steps across a gap.
+    #[serde(default)]
+    pub forced_releases: u64,
     /// Events per detector id.
     pub events: BTreeMap<String, u64>,
     /// Totals per segment (`agent/task_type`).
@@ -346,6 +355,27 @@ pub struct Scorer {
     stats: ScorerStats,
     /// Segments whose detectors panicked, with why: they score nothing more.
     failed: BTreeMap<usize, String>,
+    limits: Limits,
+    /// Bytes every reorder buffer holds together.
+    buffered: usize,
+}
+
+/// Memory bounds of a scorer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes one session's reorder buffer may hold before it releases across its gap.
+    pub session_buffer_bytes: usize,
+    /// Bytes all reorder buffers may hold together; over it, the largest releases.
+    pub total_buffer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            session_buffer_bytes: 8 << 20,
+            total_buffer_bytes: 256 << 20,
+        }
+    }
 }
 
 /// Runs detector code, turning a panic into an error (one segment's bug or
@@ -409,7 +439,20 @@ impl Scorer {
             closed_order: VecDeque::new(),
             stats: ScorerStats::default(),
             failed: BTreeMap::new(),
+            limits: Limits::default(),
+            buffered: 0,
         })
+    }
+
+    /// The same scorer with other memory bounds.
+    pub fn with_limits(mut self, limits: Limits) -> Scorer {
+        self.limits = limits;
+        self
+    }
+
+    /// Bytes the reorder buffers hold.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
     }
 
     /// The baseline.
@@ -475,6 +518,7 @@ impl Scorer {
             agent: step.agent.clone(),
             first_ts: step.ts,
             trace_id: None,
+            buffered: 0,
         });
         open.last_seen_ms = now_ms;
         open.last_pos = open.last_pos.max(pos);
@@ -487,12 +531,38 @@ impl Scorer {
         }
         match open.pending.entry(step.seq) {
             std::collections::btree_map::Entry::Vacant(v) => {
+                let bytes = step.approx_bytes();
                 v.insert(step);
+                open.buffered += bytes;
+                self.buffered += bytes;
             }
             // Two steps with one seq (a session fed natively and over OTLP): the first stays.
             std::collections::btree_map::Entry::Occupied(_) => self.stats.duplicate_steps += 1,
         }
         out.extend(self.release(&sid, false));
+        // A buffer waiting too long for a missing seq gives up on it: its steps
+        // are scored in seq order across the gap (a late step for it is late).
+        if self
+            .open
+            .get(&sid)
+            .is_some_and(|o| o.buffered > self.limits.session_buffer_bytes)
+        {
+            self.stats.forced_releases += 1;
+            out.extend(self.release(&sid, true));
+        }
+        while self.buffered > self.limits.total_buffer_bytes {
+            let Some(largest) = self
+                .open
+                .iter()
+                .filter(|(_, o)| o.buffered > 0)
+                .max_by(|a, b| a.1.buffered.cmp(&b.1.buffered).then_with(|| b.0.cmp(a.0)))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.stats.forced_releases += 1;
+            out.extend(self.release(&largest, true));
+        }
         out
     }
 
@@ -505,6 +575,9 @@ impl Scorer {
                 _ => break,
             };
             let step = open.pending.remove(&next).expect("present");
+            let bytes = step.approx_bytes();
+            open.buffered = open.buffered.saturating_sub(bytes);
+            self.buffered = self.buffered.saturating_sub(bytes);
             open.next_seq = next + 1;
             if open.scored == 0 {
                 let (seg, fallback) = self.resolve(&step);
@@ -562,6 +635,7 @@ impl Scorer {
     fn close(&mut self, sid: &str, reason: CloseReason) -> Output {
         let mut out = Output::default();
         let Some(open) = self.open.remove(sid) else { return out };
+        self.buffered = self.buffered.saturating_sub(open.buffered);
         let features = open.acc.finish();
         match reason {
             CloseReason::End => self.stats.closed_end += 1,
@@ -800,6 +874,11 @@ impl Scorer {
         out
     }
 
+    /// Counts a log row that could not be read (it is skipped, not lost silently).
+    pub fn count_unreadable(&mut self) {
+        self.stats.unreadable_log_rows += 1;
+    }
+
     /// Closes every open session (end of a replay).
     pub fn flush(&mut self) -> Output {
         let mut ids: Vec<String> = self.open.keys().cloned().collect();
@@ -830,6 +909,11 @@ impl Scorer {
         }
         self.detectors = s.detectors;
         self.open = s.open;
+        self.buffered = 0;
+        for o in self.open.values_mut() {
+            o.buffered = o.pending.values().map(Step::approx_bytes).sum();
+            self.buffered += o.buffered;
+        }
         let mut info = s.closed_info;
         self.closed = s
             .closed_order

@@ -60,6 +60,8 @@ pub enum Input {
         /// When it was decided, unix ms.
         received_ms: i64,
     },
+    /// A log row that could not be read back: counted, skipped.
+    Unreadable,
     /// An outcome reported for a session.
     Outcome {
         /// Session.
@@ -139,6 +141,8 @@ pub struct PipelineConfig {
     pub assemble: AssembleConfig,
     /// How long after a session's last step an outcome still reaches its charts, ms.
     pub outcome_window_ms: i64,
+    /// The scorer's memory bounds.
+    pub limits: super::Limits,
 }
 
 impl Default for PipelineConfig {
@@ -146,6 +150,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             assemble: AssembleConfig::default(),
             outcome_window_ms: 86_400_000,
+            limits: super::Limits::default(),
         }
     }
 }
@@ -318,6 +323,7 @@ impl Pipeline {
         let mut a = Applied::default();
         match input {
             Input::Step { step, received_ms, pos } => self.score(step, received_ms, pos, true, &mut a),
+            Input::Unreadable => self.scorer.count_unreadable(),
             Input::Spans {
                 spans,
                 received_ms,

@@ -357,7 +357,43 @@ fn check_at_most(field: &'static str, v: Option<u64>, max: u64) -> Result<(), St
     }
 }
 
+/// Heap bytes a JSON value holds, roughly (for memory bounds, not billing).
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 24,
+        Value::Array(a) => a.iter().map(value_bytes).sum::<usize>() + 24,
+        Value::Object(m) => m.iter().map(|(k, v)| k.len() + 48 + value_bytes(v)).sum::<usize>() + 32,
+        _ => 16,
+    }
+}
+
 impl Step {
+    /// Memory the step holds, roughly: what a reorder buffer counts against its cap.
+    pub fn approx_bytes(&self) -> usize {
+        let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Step>()
+            + self.session_id.len()
+            + self.agent.len()
+            + s(&self.task_type)
+            + s(&self.task_id)
+            + s(&self.intent)
+            + s(&self.trace_id)
+            + s(&self.span_id)
+            + s(&self.parent_span_id)
+            + s(&self.correlation_id)
+            + s(&self.model)
+            + s(&self.text)
+            + s(&self.tool)
+            + s(&self.error)
+            + s(&self.to_agent)
+            + s(&self.termination_reason)
+            + self.args.as_ref().map_or(0, value_bytes)
+            + self.result.as_ref().map_or(0, value_bytes)
+            + self.attributes.as_ref().map_or(0, |m| {
+                m.iter().map(|(k, v)| k.len() + 48 + value_bytes(v)).sum::<usize>()
+            })
+    }
+
     /// A minimal step, for tests and for readers that fill fields one by one.
     pub fn new(session_id: impl Into<String>, seq: u64, ts: i64, kind: StepKind, agent: impl Into<String>) -> Step {
         Step {

@@ -51,6 +51,8 @@ pub struct EngineReport {
     pub position: i64,
     /// Sessions open.
     pub open_sessions: usize,
+    /// Bytes the reorder buffers hold.
+    pub buffered_bytes: usize,
     /// Traces waiting to settle.
     pub pending_traces: usize,
     /// Spans those traces hold.
@@ -157,6 +159,7 @@ pub fn input_of(entry: LogEntry, opts: &ReadOptions) -> Input {
             received_ms,
             pos: id,
         },
+        LogEntry::Unreadable { .. } => Input::Unreadable,
         LogEntry::Outcome {
             received_ms, report, ..
         } => Input::Outcome {
@@ -170,6 +173,9 @@ pub fn input_of(entry: LogEntry, opts: &ReadOptions) -> Input {
 
 /// Applies one log entry (live and during recovery alike).
 pub fn apply(pipeline: &mut Pipeline, entry: LogEntry, opts: &ReadOptions) -> Applied {
+    if let LogEntry::Unreadable { id, why } = &entry {
+        tracing::error!(log_id = id, why = %why, "a log row cannot be read back (damaged storage): skipped and counted");
+    }
     pipeline.apply(input_of(entry, opts))
 }
 
@@ -297,14 +303,19 @@ pub fn spawn(
                     }
                     EngineMsg::Tick => {
                         let now = now_ms();
-                        for (trace_id, _) in pipeline.due_traces(now) {
-                            if settling.insert(trace_id.clone()) {
-                                writer.send(WriteMsg::Settle {
-                                    trace_id,
-                                    after: position,
-                                    decided_ms: now,
-                                });
-                            }
+                        let due: Vec<String> = pipeline
+                            .due_traces(now)
+                            .into_iter()
+                            .map(|(t, _)| t)
+                            .filter(|t| settling.insert(t.clone()))
+                            .collect();
+                        if !due.is_empty() {
+                            // One transaction and one engine hand-off for every trace due now.
+                            writer.send(WriteMsg::Settle {
+                                trace_ids: due,
+                                after: position,
+                                decided_ms: now,
+                            });
                         }
                         for sid in pipeline.idle_sessions(now) {
                             if requested.insert(sid.clone()) {
@@ -412,6 +423,7 @@ fn report(pipeline: &Pipeline, position: i64, engine_failures: &[(String, String
     EngineReport {
         position,
         open_sessions: scorer.open_sessions(),
+        buffered_bytes: scorer.buffered_bytes(),
         pending_traces,
         pending_spans,
         assembly: pipeline.assembler().stats().clone(),

@@ -101,6 +101,12 @@ pub struct Metrics {
     pub sessions_closed: Family<CloseLabels, Counter>,
     /// Sessions open in the scorer.
     pub sessions_open: Gauge,
+    /// Log rows skipped because they could not be read back.
+    pub unreadable_log_rows: Gauge,
+    /// Bytes held by reorder buffers.
+    pub buffered_bytes: Gauge,
+    /// Reorder buffers released across a gap because they were over their cap.
+    pub forced_releases: Gauge,
     /// Per segment, from closed sessions: success ratio.
     pub success_ratio: Family<SegmentLabel, FGauge>,
     /// Escalation ratio.
@@ -172,6 +178,9 @@ impl Metrics {
             events: Family::default(),
             sessions_closed: Family::default(),
             sessions_open: Gauge::default(),
+            unreadable_log_rows: Gauge::default(),
+            buffered_bytes: Gauge::default(),
+            forced_releases: Gauge::default(),
             success_ratio: Family::default(),
             escalation_ratio: Family::default(),
             tool_failure_ratio: Family::default(),
@@ -260,6 +269,21 @@ impl Metrics {
             "agentdrift_sessions_open",
             "Sessions open in the scorer",
             m.sessions_open.clone(),
+        );
+        r.register(
+            "agentdrift_reorder_buffered_bytes",
+            "Bytes held by reorder buffers (steps waiting for a missing seq)",
+            m.buffered_bytes.clone(),
+        );
+        r.register(
+            "agentdrift_reorder_forced_releases",
+            "Reorder buffers scored across their gap because they were over max_buffered_bytes(_per_session)",
+            m.forced_releases.clone(),
+        );
+        r.register(
+            "agentdrift_store_unreadable_log_rows",
+            "Log rows that could not be read back (damaged storage) and were skipped",
+            m.unreadable_log_rows.clone(),
         );
         r.register(
             "agentdrift_segment_success_ratio",
@@ -427,6 +451,9 @@ impl Metrics {
     /// Refreshes gauges from a report of the scorer.
     pub fn refresh(&self, r: &crate::service::engine_task::EngineReport) {
         self.sessions_open.set(r.open_sessions as i64);
+        self.unreadable_log_rows.set(r.stats.unreadable_log_rows as i64);
+        self.buffered_bytes.set(r.buffered_bytes as i64);
+        self.forced_releases.set(r.stats.forced_releases as i64);
         self.otlp_pending_traces.set(r.pending_traces as i64);
         self.otlp_pending_spans.set(r.pending_spans as i64);
         if let Ok(mut seen) = self.assembly_seen.lock() {

@@ -101,17 +101,36 @@ pub fn recover(
     config: PipelineConfig,
     read_opts: &ReadOptions,
 ) -> anyhow::Result<(Pipeline, i64)> {
-    let scorer = Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?;
-    let mut pipeline = Pipeline::new(scorer, prices.clone(), config);
+    let scorer = Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?.with_limits(config.limits);
+    let mut pipeline = Pipeline::new(scorer, prices.clone(), config.clone());
     let mut position = 0;
-    match store.snapshot()? {
+    let snapshot = match store.snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "the scorer snapshot cannot be read: replaying the whole log instead");
+            None
+        }
+    };
+    match snapshot {
         Some(s) if s.baseline_id == baseline_id(&baseline) => {
-            match decode_state(&s.state).map_err(|e| anyhow::anyhow!(e))? {
-                Ok(state) => pipeline.restore(state)?,
-                Err(v1) => pipeline.restore_v1(v1)?,
+            let restored = decode_state(&s.state).and_then(|state| match state {
+                Ok(state) => pipeline.restore(state).map_err(|e| e.to_string()),
+                Err(v1) => pipeline.restore_v1(v1).map_err(|e| e.to_string()),
+            });
+            match restored {
+                Ok(()) => {
+                    position = s.position;
+                    tracing::info!(position, "restored scorer snapshot");
+                }
+                Err(e) => {
+                    // The log is the source of truth: a damaged snapshot costs
+                    // time (the whole log replayed), never data.
+                    tracing::error!(error = %e, "the scorer snapshot is damaged: replaying the whole log instead");
+                    let scorer =
+                        Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?.with_limits(config.limits);
+                    pipeline = Pipeline::new(scorer, prices.clone(), config.clone());
+                }
             }
-            position = s.position;
-            tracing::info!(position, "restored scorer snapshot");
         }
         Some(s) => {
             // Another baseline scored the history: start the new one at the
@@ -159,6 +178,10 @@ pub fn pipeline_config(config: &Config) -> PipelineConfig {
             ..Default::default()
         },
         outcome_window_ms: (s.outcome_window_secs * 1000) as i64,
+        limits: crate::engine::Limits {
+            session_buffer_bytes: s.max_buffered_bytes_per_session,
+            total_buffer_bytes: s.max_buffered_bytes,
+        },
     }
 }
 

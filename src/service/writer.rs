@@ -37,10 +37,10 @@ pub enum WriteMsg {
         /// When it was decided, unix ms.
         decided_ms: i64,
     },
-    /// Log a trace settle decided after processing the log up to `after`.
+    /// Log the settles of traces decided after processing the log up to `after`.
     Settle {
-        /// Trace.
-        trace_id: String,
+        /// Traces.
+        trace_ids: Vec<String>,
         /// Position.
         after: i64,
         /// When it was decided, unix ms.
@@ -136,17 +136,8 @@ enum Committed {
         replies: Vec<Reply>,
         entries: Vec<LogEntry>,
     },
-    /// A logged trace settle, for the engine.
-    Settle {
-        /// Log position.
-        id: i64,
-        /// Position the engine had processed when it decided.
-        after: i64,
-        /// When it decided.
-        received_ms: i64,
-        /// Trace.
-        trace_id: String,
-    },
+    /// Logged trace settles, for the engine.
+    Settles(Vec<LogEntry>),
     /// A logged idle close, for the engine.
     Close {
         /// Log position.
@@ -242,19 +233,24 @@ fn run(
                 Err(e) => tracing::error!(error = %e, "cannot log an idle close"),
             },
             WriteMsg::Settle {
-                trace_id,
+                trace_ids,
                 after,
                 decided_ms,
-            } => match store.append_settle(&trace_id, after, decided_ms) {
-                Ok(id) => {
-                    let _ = synced_tx.send(Committed::Settle {
-                        id,
-                        after,
-                        received_ms: decided_ms,
-                        trace_id,
-                    });
+            } => match store.append_settles(&trace_ids, after, decided_ms) {
+                Ok(ids) => {
+                    let entries = ids
+                        .into_iter()
+                        .zip(trace_ids)
+                        .map(|(id, trace_id)| LogEntry::Settle {
+                            id,
+                            after,
+                            received_ms: decided_ms,
+                            trace_id,
+                        })
+                        .collect();
+                    let _ = synced_tx.send(Committed::Settles(entries));
                 }
-                Err(e) => tracing::error!(error = %e, "cannot log a trace settle"),
+                Err(e) => tracing::error!(error = %e, "cannot log trace settles"),
             },
             WriteMsg::Persist(p) => {
                 // Everything the engine queued meanwhile goes in the same transaction.
@@ -462,18 +458,8 @@ fn sync_loop(
                         session_id,
                     }]));
                 }
-                Committed::Settle {
-                    id,
-                    after,
-                    received_ms,
-                    trace_id,
-                } => {
-                    let _ = engine.send(EngineMsg::Log(vec![LogEntry::Settle {
-                        id,
-                        after,
-                        received_ms,
-                        trace_id,
-                    }]));
+                Committed::Settles(entries) => {
+                    let _ = engine.send(EngineMsg::Log(entries));
                 }
                 Committed::Shutdown(done) => {
                     let _ = done.send(());
@@ -538,8 +524,8 @@ mod tests {
         fn append_close(&self, session_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError> {
             self.inner.append_close(session_id, after, decided_ms)
         }
-        fn append_settle(&self, trace_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError> {
-            self.inner.append_settle(trace_id, after, decided_ms)
+        fn append_settles(&self, trace_ids: &[String], after: i64, decided_ms: i64) -> Result<Vec<i64>, StoreError> {
+            self.inner.append_settles(trace_ids, after, decided_ms)
         }
         fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
             self.inner.log_after(position, limit)

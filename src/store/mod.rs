@@ -211,6 +211,14 @@ pub enum LogEntry {
         /// The report.
         report: OutcomeReport,
     },
+    /// A row that cannot be read back (damaged storage): skipped and
+    /// counted, so one bad row never stops the rest of the log.
+    Unreadable {
+        /// Log position.
+        id: i64,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 impl LogEntry {
@@ -221,7 +229,8 @@ impl LogEntry {
             | LogEntry::Close { id, .. }
             | LogEntry::Otlp { id, .. }
             | LogEntry::Settle { id, .. }
-            | LogEntry::Outcome { id, .. } => *id,
+            | LogEntry::Outcome { id, .. }
+            | LogEntry::Unreadable { id, .. } => *id,
         }
     }
 }
@@ -400,7 +409,14 @@ pub trait Store: Send + Sync {
     /// Appends a session-close marker decided at `decided_ms`.
     fn append_close(&self, session_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError>;
     /// Appends a trace-settle marker decided at `decided_ms`.
-    fn append_settle(&self, trace_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError>;
+    fn append_settle(&self, trace_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError> {
+        let ids = self.append_settles(&[trace_id.to_string()], after, decided_ms)?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| StoreError::database("a settle was not logged"))
+    }
+    /// Logs the settles of several traces decided together, in one transaction; their positions, in order.
+    fn append_settles(&self, trace_ids: &[String], after: i64, decided_ms: i64) -> Result<Vec<i64>, StoreError>;
     /// Log entries after `position`, at most `limit`.
     fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError>;
     /// Inserts events (idempotent by id); returns those that were new.

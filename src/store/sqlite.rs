@@ -291,16 +291,106 @@ fn migrate(c: &Connection) -> Result<(), rusqlite::Error> {
     )
 }
 
+/// How thoroughly a store is checked when it opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Check {
+    /// `PRAGMA quick_check`: every page's structure (the default at start).
+    #[default]
+    Quick,
+    /// `PRAGMA integrity_check`: also every index against its table.
+    Full,
+}
+
+/// The file beside the database that says a store lives here: a missing or
+/// empty database beside it is lost data, not a fresh start.
+const MARKER: &str = "agentdrift.store";
+
+/// Creates the data directory (0700) and the database file (0600), and
+/// refuses a database that disappeared or was emptied under its marker.
+fn prepare_dir(dir: &Path, path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| e.to_string())?;
+    }
+    let marker = dir.join(MARKER);
+    let db_len = std::fs::metadata(path).map(|m| m.len()).ok();
+    let wal_len = std::fs::metadata(dir.join("agentdrift.sqlite3-wal")).map_or(0, |m| m.len());
+    if db_len.unwrap_or(0) == 0 && (marker.exists() || wal_len > 0) {
+        return Err(format!(
+            "{} is {} but this directory held a store ({}): refusing to start empty. Restore the database from a \
+             backup, or remove {} to start a new, empty store",
+            path.display(),
+            if db_len.is_some() { "empty" } else { "missing" },
+            if marker.exists() {
+                MARKER
+            } else {
+                "its write-ahead log is not empty"
+            },
+            marker.display()
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    for f in [
+        "agentdrift.sqlite3",
+        "agentdrift.sqlite3-wal",
+        "agentdrift.sqlite3-shm",
+        MARKER,
+    ] {
+        let f = dir.join(f);
+        if f.exists() {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs SQLite's own check; the first problems it names, or nothing.
+fn integrity(c: &Connection, check: Check) -> Result<Option<String>, rusqlite::Error> {
+    let pragma = match check {
+        Check::Quick => "PRAGMA quick_check(10)",
+        Check::Full => "PRAGMA integrity_check(10)",
+    };
+    let rows: Vec<String> = c
+        .prepare(pragma)?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    Ok((rows != ["ok"]).then(|| rows.join("; ")))
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) `agentdrift.sqlite3` under `dir`.
+    /// Opens (creating if needed) `agentdrift.sqlite3` under `dir`, after a quick integrity check.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_checked(dir, Check::Quick)
+    }
+
+    /// Opens the store after the integrity check asked for; a damaged store is an error naming the damage.
+    pub fn open_checked(dir: &Path, check: Check) -> Result<SqliteStore, StoreError> {
         let err = |m: String| StoreError::Open {
             path: dir.display().to_string(),
             message: m,
         };
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let path = dir.join("agentdrift.sqlite3");
-        let c = open_conn(&path).map_err(|e| err(e.to_string()))?;
+        prepare_dir(dir, &path).map_err(err)?;
+        let c = open_conn(&path).map_err(|e| {
+            err(format!(
+                "{e} (run `agentdrift serve --check-store full` to see the damage)"
+            ))
+        })?;
+        if let Some(damage) = integrity(&c, check).map_err(|e| err(e.to_string()))? {
+            return Err(err(format!(
+                "the database is damaged: {damage}. Restore it from a backup; `sqlite3 {} .recover` may save what is readable",
+                path.display()
+            )));
+        }
         let version: i64 = c
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| err(e.to_string()))?;
@@ -313,6 +403,22 @@ impl SqliteStore {
         migrate(&c).map_err(|e| err(e.to_string()))?;
         c.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|e| err(e.to_string()))?;
+        let marker = dir.join(MARKER);
+        if !marker.exists() {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&marker)
+                .and_then(|mut f| {
+                    f.write_all(b"agentdrift store: agentdrift.sqlite3 beside this file holds the data\n")?;
+                    f.sync_all()
+                })
+                .map_err(|e| err(e.to_string()))?;
+        }
         // Checkpoints run on their own thread (see `Checkpointer`); when the
         // WAL restarts, its file is cut back to the restart size.
         c.pragma_update(None, "wal_autocheckpoint", 0)
@@ -582,13 +688,21 @@ impl Store for SqliteStore {
         })
     }
 
-    fn append_settle(&self, trace_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError> {
+    fn append_settles(&self, trace_ids: &[String], after: i64, decided_ms: i64) -> Result<Vec<i64>, StoreError> {
         self.write(|c| {
-            c.execute(
-                "INSERT INTO log (kind, session_id, received_ms, after_id, trace_id) VALUES (?1, '', ?2, ?3, ?4)",
-                params![KIND_SETTLE, decided_ms, after, trace_id],
-            )?;
-            Ok(c.last_insert_rowid())
+            let tx = c.transaction()?;
+            let mut ids = Vec::with_capacity(trace_ids.len());
+            {
+                let mut q = tx.prepare_cached(
+                    "INSERT INTO log (kind, session_id, received_ms, after_id, trace_id) VALUES (?1, '', ?2, ?3, ?4)",
+                )?;
+                for t in trace_ids {
+                    q.execute(params![KIND_SETTLE, decided_ms, after, t])?;
+                    ids.push(tx.last_insert_rowid());
+                }
+            }
+            tx.commit()?;
+            Ok(ids)
         })
     }
 
@@ -631,31 +745,38 @@ impl Store for SqliteStore {
             Option<i64>,
             Option<Vec<u8>>,
         );
-        let rows: Vec<Row> = self.read(|c| {
+        // A row whose columns have the wrong types is kept as its id and why.
+        let rows: Vec<Result<Row, (i64, String)>> = self.read(|c| {
             let mut q = c.prepare_cached(
                 "SELECT id, kind, session_id, received_ms, after_id, raw, trace_id, encoding, body
                  FROM log WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
             let rows = q
                 .query_map(params![position, limit.min(i64::MAX as usize) as i64], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))
+                    let id: i64 = r.get(0)?;
+                    let row = || -> Result<Row, rusqlite::Error> {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                            r.get(8)?,
+                        ))
+                    };
+                    Ok(row().map_err(|e| (id, e.to_string())))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.as_ref().map_or_else(|e| e.0, |r| r.0)).collect();
         rows.into_iter()
-            .map(
-                |(id, kind, session_id, received_ms, after, raw, trace_id, encoding, body)| {
+            .map(|row| row.map_err(|(id, why)| StoreError::Corrupt(format!("log {id}: {why}"))))
+            .map(|row| row.and_then(
+                |(id, kind, session_id, received_ms, after, raw, trace_id, encoding, body)| -> Result<LogEntry, StoreError> {
                     let text = raw.as_deref();
                     let raw = || text.ok_or_else(|| StoreError::Corrupt(format!("log {id} has no record")));
                     let bad = |e: serde_json::Error| StoreError::Corrupt(format!("log {id}: {e}"));
@@ -713,7 +834,12 @@ impl Store for SqliteStore {
                         other => return Err(StoreError::Corrupt(format!("log {id}: unknown kind {other}"))),
                     })
                 },
-            )
+            ))
+            .zip(ids)
+            .map(|(entry, id)| match entry {
+                Err(StoreError::Corrupt(why)) => Ok(LogEntry::Unreadable { id, why }),
+                other => other,
+            })
             .collect()
     }
 

@@ -1,0 +1,617 @@
+//! Issue 14's attacks and faults, one regression test each, against the real
+//! binary: connections one client cannot hog, bounded values, tokens, Host,
+//! TLS, file modes, damaged stores and snapshots, escaped text logs, JSON on
+//! every error status.
+
+use crate::service_e2e::Server;
+use crate::support::{bin, repo, shared};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn baseline() -> PathBuf {
+    repo().join("baselines/taubench-gpt-4o-airline.adb")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn step(session: &str, seq: u64) -> Value {
+    json!({"session_id": session, "seq": seq, "ts": 1_700_000_000_000i64 + seq as i64, "kind": "llm",
+           "agent": "taubench-airline/gpt-4o", "task_type": "airline", "text": "Let me check.",
+           "input_tokens": 100, "output_tokens": 20, "model": "gpt-4o"})
+}
+
+fn ndjson(steps: &[Value]) -> String {
+    steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+async fn post(c: &reqwest::Client, url: &str, steps: &[Value]) -> reqwest::Response {
+    c.post(format!("{url}/v1/steps"))
+        .header("content-type", "application/x-ndjson")
+        .body(ndjson(steps))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `agentdrift serve` expected to refuse to start: its stderr.
+fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "serve {args:?} should refuse to start");
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return err;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("serve {args:?} started although it should refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Item 1: idle and slowloris connections are cut at the header timeout and
+/// never keep honest clients out, even past the connection cap.
+#[tokio::test]
+async fn idle_and_slowloris_connections_are_cut_and_honest_clients_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &baseline(),
+        &dir.path().join("data"),
+        &[
+            ("AGENTDRIFT_HTTP_HEADER_TIMEOUT_SECS", "2"),
+            ("AGENTDRIFT_MAX_CONNECTIONS", "64"),
+        ],
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut idle: Vec<TcpStream> = (0..150).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let mut slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"POST /v1/steps HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    // Past the cap, with every slot taken: an honest request is still answered.
+    let c = client();
+    let t0 = Instant::now();
+    let r = c.get(format!("{}/healthz", server.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t0.elapsed() < Duration::from_secs(5), "healthz took {:?}", t0.elapsed());
+    assert_eq!(post(&c, &server.url, &[step("honest", 0)]).await.status(), 200);
+    // One byte every 500 ms does not extend the header timeout.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        for s in &mut slow {
+            let _ = s.write_all(b"X");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let closed = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                // A 408 the server sent before closing.
+                Ok(_) => continue,
+                Err(e) => return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            }
+        }
+    };
+    let idle_closed = idle.iter_mut().map(closed).filter(|c| *c).count();
+    let slow_closed = slow.iter_mut().map(closed).filter(|c| *c).count();
+    assert_eq!(idle_closed, idle.len(), "every idle connection is cut within 10 s");
+    assert_eq!(slow_closed, slow.len(), "every slowloris connection is cut within 10 s");
+}
+
+/// Items 3 and 8: values that overflow arithmetic are refused with the field
+/// named, and the honest requests around them are untouched.
+#[tokio::test]
+async fn overflowing_values_are_refused_by_field_and_other_batches_are_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&baseline(), &dir.path().join("data"), &[]);
+    let c = client();
+    let bad = [
+        ("seq", json!(9_223_372_036_854_775_807u64)),
+        ("cost_usd", json!(1e308)),
+        ("input_tokens", json!(u64::MAX)),
+        ("ts", json!(i64::MAX)),
+        ("ts", json!(i64::MIN)),
+    ];
+    let honest: Vec<_> = (0..20)
+        .map(|k| {
+            let (c, url) = (c.clone(), server.url.clone());
+            tokio::spawn(async move {
+                let steps: Vec<Value> = (0..50).map(|s| step(&format!("h{k}"), s)).collect();
+                post(&c, &url, &steps).await.status().as_u16()
+            })
+        })
+        .collect();
+    for (field, value) in bad {
+        let mut s = step("attacker", 0);
+        s[field] = value;
+        let r = post(&c, &server.url, &[s]).await;
+        assert_eq!(r.status(), 422, "{field}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["field"], field, "{e}");
+    }
+    for h in honest {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    // The listing follows the engine: wait until it has every honest session.
+    let mut ids: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let r: Value = c
+            .get(format!("{}/v1/sessions?limit=100", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids = r["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["session_id"].as_str().unwrap().to_string())
+            .collect();
+        if ids.len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ids.iter().filter(|i| i.starts_with('h')).count(), 20, "{ids:?}");
+    assert!(!ids.iter().any(|i| i == "attacker"));
+}
+
+/// Item 5: tokens and scopes, the Host check, a refused exposed bind, file modes.
+#[tokio::test]
+async fn tokens_scopes_host_check_exposed_bind_and_file_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &baseline(),
+        &data,
+        &[(
+            "AGENTDRIFT_AUTH_TOKENS",
+            "col=ingest:in-secret-1-abcdefgh;ops=read:rd-secret-2-abcdefgh;root=admin:ad-secret-3-abcdefgh",
+        )],
+    );
+    let c = client();
+    let url = &server.url;
+    let body = ndjson(&[step("s1", 0)]);
+    let send = |path: &str, token: Option<&str>, body: Option<&str>| {
+        let mut r = match body {
+            Some(b) => c
+                .post(format!("{url}{path}"))
+                .header("content-type", "application/x-ndjson")
+                .body(b.to_string()),
+            None => c.get(format!("{url}{path}")),
+        };
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let r = send("/v1/steps", None, Some(&body)).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "unauthorized");
+    assert_eq!(
+        send("/v1/steps", Some("wrong"), Some(&body)).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        send("/v1/steps", Some("rd-secret-2-abcdefgh"), Some(&body))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        send("/v1/steps", Some("in-secret-1-abcdefgh"), Some(&body))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Reading sessions (their text) needs `read`; ingest may not.
+    let r = send("/v1/sessions/s1/replay", Some("in-secret-1-abcdefgh"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "forbidden");
+    assert_eq!(send("/v1/sessions/s1/replay", None, None).await.unwrap().status(), 401);
+    assert_eq!(
+        send("/v1/sessions/s1/replay", Some("rd-secret-2-abcdefgh"), None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        send("/v1/sessions/s1/replay", Some("ad-secret-3-abcdefgh"), None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(send("/healthz", None, None).await.unwrap().status(), 200);
+    assert_eq!(
+        send("/metrics", None, None).await.unwrap().status(),
+        401,
+        "metrics = read by default"
+    );
+    // DNS rebinding: a loopback bind answers loopback names only.
+    let r = c
+        .get(format!("{url}/healthz"))
+        .header("host", "evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "host_not_allowed");
+    let r = c
+        .get(format!("{url}/healthz"))
+        .header("host", "localhost:1234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The data directory and every file of the store are the owner's only.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for f in std::fs::read_dir(&data).unwrap() {
+        let p = f.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    drop(server);
+    // An exposed address without tokens refuses to start.
+    let err = refused_start(
+        &[
+            "--baseline",
+            baseline().to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("d2").to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+            "--otlp-grpc-listen",
+            "off",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("without authentication") && err.contains("--allow-unauthenticated"),
+        "{err}"
+    );
+}
+
+/// Item 5: TLS with rustls from `tls_cert` / `tls_key`.
+#[tokio::test]
+async fn tls_serves_with_the_configured_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(
+        &baseline(),
+        &dir.path().join("data"),
+        &[
+            ("AGENTDRIFT_TLS_CERT", cert_path.to_str().unwrap()),
+            ("AGENTDRIFT_TLS_KEY", key_path.to_str().unwrap()),
+        ],
+    );
+    let addr = server.url.split("://").nth(1).unwrap().to_string();
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the configured certificate");
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tls.read_to_string(&mut resp).await.unwrap_or_default();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    // Plain HTTP on the TLS port gets no answer it could take for a response.
+    let mut plain = TcpStream::connect(&addr).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = plain.read(&mut buf).unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+/// Item 6: a baseline with a valid hash but inconsistent contents is refused
+/// at start, naming what is inconsistent.
+#[test]
+fn an_inconsistent_baseline_is_refused_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = agentdrift::baseline::file::load(&baseline()).unwrap();
+    let k = b.segments[0].markov.states.len();
+    b.segments[0].markov.counts.truncate(k);
+    let bad = dir.path().join("bad.adb");
+    agentdrift::baseline::file::save(&b, &bad).unwrap();
+    let err = refused_start(
+        &[
+            "--baseline",
+            bad.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "off",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("markov.counts") && err.contains(&format!("{k} values")),
+        "{err}"
+    );
+}
+
+fn serve_args<'a>(b: &'a str, data: &'a str) -> Vec<&'a str> {
+    vec![
+        "--baseline",
+        b,
+        "--data-dir",
+        data,
+        "--listen",
+        "127.0.0.1:0",
+        "--otlp-grpc-listen",
+        "off",
+    ]
+}
+
+/// Closed sessions the scorer has counted, and the sessions it holds open.
+async fn engine_sessions(c: &reqwest::Client, url: &str) -> (u64, u64) {
+    let v: Value = c
+        .get(format!("{url}/v1/segments"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let closed = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["live"]["sessions"].as_u64().unwrap())
+        .sum();
+    (closed, v["open_sessions"].as_u64().unwrap())
+}
+
+/// Item 7: a missing or emptied database under its marker, and damaged
+/// pages, are errors at start; a damaged snapshot falls back to the log; an
+/// unreadable log row is skipped and counted, the rest served.
+#[tokio::test]
+async fn damaged_stores_are_detected_and_damaged_snapshots_fall_back_to_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = data.join("agentdrift.sqlite3");
+    let c = client();
+    let lines = crate::service_e2e::sessions_of(&shared().join("data/taubench/gpt-4o_airline.jsonl"));
+    let sessions = &lines[..40];
+    let server = Server::start(&baseline(), &data, &[]);
+    for (_, steps) in sessions {
+        let r = c
+            .post(format!("{}/v1/steps", server.url))
+            .header("content-type", "application/x-ndjson")
+            .body(steps.join("\n"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut before = (0, 0);
+    for _ in 0..100 {
+        before = engine_sessions(&c, &server.url).await;
+        if before.0 + before.1 == 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(before, (40, 0), "every session ends with an end step");
+    server.terminate();
+    {
+        // Damage the snapshot, and the first step of the last session.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let n = conn.execute("UPDATE snapshot SET state = x'c1c1c1c1c1'", []).unwrap();
+        assert_eq!(n, 1, "a final snapshot was written at shutdown");
+        let n = conn
+            .execute(
+                "UPDATE log SET raw = '{\"broken' WHERE id = (SELECT MIN(id) FROM log WHERE kind = 0 AND session_id = ?1)",
+                [&sessions[39].0],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let server = Server::start(&baseline(), &data, &[]);
+    let m = c
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("agentdrift_store_unreadable_log_rows 1"), "{m}");
+    // The whole log was replayed: 39 sessions closed again, the damaged one
+    // waits for its missing first step (open), nothing else is lost.
+    assert_eq!(engine_sessions(&c, &server.url).await, (39, 1));
+    server.terminate();
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let (b, d) = (baseline(), data.to_str().unwrap().to_string());
+    let b = b.to_str().unwrap();
+    // Damaged pages: found at start, not when a reader trips on them.
+    let pristine = std::fs::read(&db).unwrap();
+    {
+        let mut bytes = pristine.clone();
+        let pages = bytes.len() / 4096;
+        assert!(pages > 24, "{pages} pages");
+        for p in 2..22 {
+            for (i, x) in bytes[p * 4096..(p + 1) * 4096].iter_mut().enumerate() {
+                *x = (i as u8).wrapping_mul(31).wrapping_add(p as u8);
+            }
+        }
+        std::fs::write(&db, bytes).unwrap();
+    }
+    let err = refused_start(&serve_args(b, &d), &[]);
+    assert!(err.contains("damaged"), "{err}");
+    // An emptied database beside its marker is lost data, not a fresh start.
+    std::fs::write(&db, b"").unwrap();
+    let err = refused_start(&serve_args(b, &d), &[]);
+    assert!(err.contains("refusing to start empty"), "{err}");
+    std::fs::remove_file(&db).unwrap();
+    let err = refused_start(&serve_args(b, &d), &[]);
+    assert!(err.contains("is missing"), "{err}");
+    // The intact file starts again.
+    std::fs::write(&db, &pristine).unwrap();
+    let server = Server::start(&baseline(), &data, &[]);
+    assert_eq!(engine_sessions(&c, &server.url).await, (39, 1));
+}
+
+/// Item 9: text logs escape control characters, so a session id cannot forge a line.
+#[tokio::test]
+async fn text_logs_escape_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .arg("serve")
+        .args(serve_args(
+            baseline().to_str().unwrap(),
+            dir.path().join("data").to_str().unwrap(),
+        ))
+        .args(["--log-format", "text"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+        if let Some(a) = line.trim().strip_prefix("listening on ") {
+            break a.to_string();
+        }
+    };
+    let evil = "s1\n2026-01-01T00:00:00Z  INFO forged: admin logged in\u{1b}[2J";
+    let c = client();
+    let mut s = step(evil, 0);
+    s["kind"] = json!("end");
+    s["outcome"] = json!("success");
+    let r = post(&c, &url, &[s]).await;
+    assert_eq!(r.status(), 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child.wait().unwrap();
+    assert!(err.contains("session closed"), "{err}");
+    assert!(!err.contains('\u{1b}'), "raw ESC in the log");
+    assert!(
+        !err.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged line: {err}"
+    );
+    assert!(err.contains("\\n2026-01-01T00:00:00Z"), "{err}");
+}
+
+/// Item 10: every error status has the JSON error body.
+#[tokio::test]
+async fn every_error_status_has_the_json_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&baseline(), &dir.path().join("data"), &[]);
+    let c = client();
+    let url = &server.url;
+    let check = |r: reqwest::Response, status: u16| async move {
+        assert_eq!(r.status().as_u16(), status);
+        assert_eq!(r.headers()["content-type"], "application/json", "{status}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{status}: {v}"
+        );
+        v
+    };
+    check(c.delete(format!("{url}/v1/steps")).send().await.unwrap(), 405).await;
+    check(
+        c.post(format!("{url}/v1/steps"))
+            .header("content-type", "application/x-ndjson")
+            .header("content-encoding", "deflate")
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    // A request line too long for the server: its answer has the JSON body too.
+    let mut raw = TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        raw,
+        "GET /v1/sessions/{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        "a".repeat(20_000)
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = raw.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 414"), "{}", &resp[..resp.len().min(300)]);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}"));
+    assert_eq!(v["error"]["code"], "uri_too_long", "{v}");
+    let v = check(
+        c.post(format!("{url}/v1/traces"))
+            .header("content-type", "application/json")
+            .body("[]")
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("object"), "{v}");
+    check(c.get(format!("{url}/nothing/here")).send().await.unwrap(), 404).await;
+}
