@@ -41,6 +41,14 @@ pub fn records_of(req: &ExportTraceServiceRequest, opts: &ReadOptions) -> Record
         task_type_attributes: &opts.task_type_attributes,
     };
     let mut out = Records::default();
+    // Span records are large: one allocation, not a dozen regrowths and copies.
+    out.spans.reserve_exact(
+        req.resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum(),
+    );
     for rs in &req.resource_spans {
         let rattrs = rs
             .resource
