@@ -45,26 +45,48 @@ struct Conn {
 struct Registry {
     next: AtomicUsize,
     conns: Mutex<BTreeMap<usize, Conn>>,
+    /// Connections asked to close whose sockets are not closed yet: they
+    /// still hold a descriptor, so they count against the cap.
+    closing: AtomicUsize,
 }
 
+/// Evictions in flight at most; past it new connections are refused, so
+/// descriptors never run out while evicted sockets close.
+const MAX_CLOSING: usize = 64;
+
 impl Registry {
+    /// Connections holding a descriptor (open and closing).
     fn len(&self) -> usize {
-        self.conns.lock().map_or(0, |c| c.len())
+        self.conns.lock().map_or(0, |c| c.len()) + self.closing.load(Ordering::SeqCst)
     }
 
-    /// Asks the longest-idle connection with no request in flight to close.
+    /// Asks the longest-idle connection with no request in flight to close
+    /// (it leaves the registry at once, so it is never chosen twice).
     fn evict_idle(&self) -> bool {
-        let Ok(conns) = self.conns.lock() else { return false };
+        if self.closing.load(Ordering::SeqCst) >= MAX_CLOSING {
+            return false;
+        }
+        let Ok(mut conns) = self.conns.lock() else { return false };
         let oldest = conns
-            .values()
-            .filter(|c| c.active.load(Ordering::SeqCst) == 0)
-            .min_by_key(|c| *c.idle_since.lock().expect("idle lock"));
-        match oldest {
+            .iter()
+            .filter(|(_, c)| c.active.load(Ordering::SeqCst) == 0)
+            .min_by_key(|(_, c)| *c.idle_since.lock().expect("idle lock"))
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| conns.remove(&id)) {
             Some(c) => {
+                self.closing.fetch_add(1, Ordering::SeqCst);
                 c.close.notify_one();
                 true
             }
             None => false,
+        }
+    }
+
+    /// A connection's task ended: it leaves the registry, or the closing count.
+    fn ended(&self, id: usize) {
+        let removed = self.conns.lock().map(|mut c| c.remove(&id).is_some()).unwrap_or(true);
+        if !removed {
+            self.closing.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -193,6 +215,7 @@ where
         idle_since,
         close,
     } = conn;
+    let in_flight = active.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         active.fetch_add(1, Ordering::SeqCst);
         let flight = InFlight {
@@ -233,6 +256,11 @@ where
                 break;
             }
             _ = close.notified(), if !closing => {
+                // Evicted while idle: drop the socket now (it may still be
+                // waiting for its first byte, where a graceful shutdown waits too).
+                if in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -332,9 +360,7 @@ pub async fn serve(
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
             }
-            if let Ok(mut c) = registry.conns.lock() {
-                c.remove(&id);
-            }
+            registry.ended(id);
             metrics.http_connections.set(registry.len() as i64);
         });
         // Reap finished connection tasks as we go.

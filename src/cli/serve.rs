@@ -159,7 +159,10 @@ fn connection_cap(configured: usize, share: f64) -> usize {
                 .and_then(|l| l.split_whitespace().nth(3)?.parse::<usize>().ok())
         })
         .unwrap_or(1024);
-    (((soft.saturating_sub(128)) as f64 * share) as usize).max(16)
+    // Descriptors beyond connections: the store's (a few per SQLite
+    // connection), listeners, the runtime, and sockets being closed.
+    let reserve = (soft / 8).max(256);
+    (((soft.saturating_sub(reserve)) as f64 * share) as usize).max(16)
 }
 
 /// The TLS acceptor for `tls_cert`/`tls_key`, if both are set.

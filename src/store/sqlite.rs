@@ -427,13 +427,18 @@ impl SqliteStore {
             .map_err(|e| err(e.to_string()))?;
         let writer = Arc::new(Mutex::new(c));
         let checkpointer = Checkpointer::start(&path, writer.clone()).map_err(|e| err(e.to_string()))?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             path,
             writer,
             readers: Mutex::new(Vec::new()),
             wal: Mutex::new(None),
             _checkpointer: checkpointer,
-        })
+        };
+        // The WAL descriptor the flushes use is opened now, not at the first
+        // flush: a descriptor shortage later (a connection flood) must not be
+        // able to stop acknowledgements.
+        store.sync().map_err(|e| err(e.to_string()))?;
+        Ok(store)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
