@@ -7,7 +7,8 @@
 //! requests failed; the target is a p99 under attack within 2× of the
 //! unattacked one and no failure.
 //!
-//! Run: `cargo bench --bench attack` (optionally `-- SECONDS`, default 20 per phase).
+//! Run: `cargo bench --bench attack` (optionally `-- SECONDS`, default 20 per
+//! phase; `-- 20 fresh` for honest clients opening a connection per request).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -104,9 +105,10 @@ fn slowloris(addr: String, n: usize, stop: Arc<AtomicBool>) -> std::thread::Join
     })
 }
 
-/// Honest clients for `secs`: each sends 10-step batches back to back on a
-/// fresh connection per request (the worst case under a connection cap).
-async fn honest(url: &str, secs: u64, clients: usize) -> (Vec<f64>, u64) {
+/// Honest clients for `secs`: each sends 10-step batches back to back, on a
+/// kept-alive connection as exporters do, or with `fresh` on a new
+/// connection per request (the worst case under a connection cap).
+async fn honest(url: &str, secs: u64, clients: usize, fresh: bool) -> (Vec<f64>, u64) {
     let failures = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -115,7 +117,7 @@ async fn honest(url: &str, secs: u64, clients: usize) -> (Vec<f64>, u64) {
         let failures = failures.clone();
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
+                .pool_max_idle_per_host(if fresh { 0 } else { 1 })
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap();
@@ -170,6 +172,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse::<u64>().ok())
         .unwrap_or(20);
+    let fresh = std::env::args().any(|a| a == "fresh");
     let bin = env!("CARGO_BIN_EXE_agentdrift");
     let baseline = concat!(env!("CARGO_MANIFEST_DIR"), "/baselines/taubench-gpt-4o-airline.adb");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -186,7 +189,7 @@ fn main() {
             attackers.push(slowloris(addr.clone(), 50, stop.clone()));
             std::thread::sleep(Duration::from_secs(3));
         }
-        let (lat, failures) = rt.block_on(honest(&srv.url, secs, 4));
+        let (lat, failures) = rt.block_on(honest(&srv.url, secs, 4, fresh));
         stop.store(true, Ordering::SeqCst);
         for a in attackers {
             let _ = a.join();
