@@ -232,3 +232,47 @@ fn a_reorder_buffer_over_its_cap_releases_across_the_gap_in_seq_order_counted() 
         .sum();
     assert_eq!(steps, 59 + 40 * 5);
 }
+
+/// Issue 14, item 6: a baseline whose contents are inconsistent (loaded
+/// without validation) panics a detector; the panic is caught, that segment
+/// stops and says why, and the other segments go on scoring.
+#[test]
+fn a_panicking_segment_stops_alone_and_says_why() {
+    let mut b = (*baseline()).clone();
+    assert!(b.validate().is_ok());
+    let own = b
+        .segments
+        .iter()
+        .position(|s| s.key.task_type == "airline")
+        .expect("the airline segment");
+    assert!(b.segments.len() >= 2, "a pooled segment beside it");
+    let k = b.segments[own].markov.states.len();
+    b.segments[own].markov.counts.truncate(k);
+    b.segments[own].markov.probs.truncate(k);
+    assert!(b.validate().unwrap_err().contains("markov"), "loading would refuse it");
+    let mut scorer = Scorer::new(Arc::new(b), PriceTable::default(), i64::MAX).unwrap();
+    let bytes = std::fs::read(crate::support::shared().join("data/taubench/gpt-4o_airline.jsonl")).unwrap();
+    let steps = agentdrift::ingest::native::read_ndjson(&bytes).steps;
+    for (i, s) in steps.iter().enumerate() {
+        scorer.ingest(s.clone(), i as i64);
+    }
+    assert_eq!(
+        scorer.failed_count(),
+        1,
+        "the inconsistent segment panicked and stopped"
+    );
+    let (seg, why) = &scorer.failed_segments()[0];
+    assert!(seg.contains("airline") && !why.is_empty(), "{seg}: {why}");
+    // The same sessions under another task type go to the pooled segment, which still scores.
+    let before = scorer.stats().segments.values().map(|t| t.sessions).sum::<u64>();
+    for (i, s) in steps.iter().take(2000).enumerate() {
+        let mut s = s.clone();
+        s.session_id = format!("other-{}", s.session_id);
+        s.task_type = Some("unseen-task".into());
+        scorer.ingest(s, (steps.len() + i) as i64);
+    }
+    scorer.flush();
+    let after = scorer.stats().segments.values().map(|t| t.sessions).sum::<u64>();
+    assert!(after > before, "the pooled segment kept scoring: {before} → {after}");
+    assert_eq!(scorer.failed_count(), 1);
+}

@@ -492,6 +492,8 @@ mod tests {
         clock: Arc<AtomicU64>,
         log: Mutex<Vec<(u64, Op)>>,
         fail_sync: AtomicBool,
+        /// Flushes fail as when the WAL cannot be opened for lack of descriptors.
+        fail_open: AtomicBool,
     }
 
     impl Recording {
@@ -515,6 +517,12 @@ mod tests {
             std::thread::sleep(Duration::from_millis(150));
             let out = if self.fail_sync.load(Ordering::SeqCst) {
                 Err(StoreError::SyncFailed("injected fsync failure".into()))
+            } else if self.fail_open.load(Ordering::SeqCst) {
+                Err(crate::store::sqlite::classify_io(
+                    "open",
+                    std::path::Path::new("agentdrift.sqlite3-wal"),
+                    std::io::Error::from_raw_os_error(24),
+                ))
             } else {
                 self.inner.sync()
             };
@@ -635,6 +643,7 @@ mod tests {
             clock: clock.clone(),
             log: Mutex::new(Vec::new()),
             fail_sync: AtomicBool::new(false),
+            fail_open: AtomicBool::new(false),
         });
         let (engine_tx, engine_rx) = mpsc::sync_channel(64);
         let (events, _) = broadcast::channel(16);
@@ -701,6 +710,20 @@ mod tests {
         let (done, rx) = oneshot::channel();
         w.send(WriteMsg::Shutdown(done));
         rx.blocking_recv().unwrap();
+    }
+
+    #[test]
+    fn a_descriptor_shortage_at_a_flush_asks_to_retry_and_never_poisons_the_store() {
+        let (_dir, store, w, _engine, _clock) = setup();
+        store.fail_open.store(true, Ordering::SeqCst);
+        let err = append(&w, "s1").blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::Busy(_)), "{err}");
+        assert!(err.to_string().contains("Too many open files"), "{err}");
+        assert!(!w.refusing(), "a shortage of descriptors is not a failed fsync");
+        // Once descriptors are back, appends are acknowledged again.
+        store.fail_open.store(false, Ordering::SeqCst);
+        let ok = append(&w, "s2").blocking_recv().unwrap().unwrap();
+        assert_eq!(ok.stored.len(), 1);
     }
 
     #[test]

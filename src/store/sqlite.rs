@@ -222,7 +222,7 @@ struct WalFile {
 }
 
 /// An IO failure, classified: out of space, out of descriptors (retry), or other.
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+pub fn classify_io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     let msg = format!("cannot {what} {}: {e}", path.display());
     let cause: Cause = Box::new(std::io::Error::new(e.kind(), msg));
     match e.raw_os_error() {
@@ -722,14 +722,14 @@ impl Store for SqliteStore {
             // No WAL: nothing is committed past the last checkpoint, which
             // SQLite synced itself.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("inspect", &path, e)),
+            Err(e) => return Err(classify_io("inspect", &path, e)),
         };
         if wal.as_ref().is_none_or(|w| w.ino != current) {
-            let file = std::fs::File::open(&path).map_err(|e| io("open", &path, e))?;
-            let ino = file.metadata().map_err(|e| io("inspect", &path, e))?.ino();
+            let file = std::fs::File::open(&path).map_err(|e| classify_io("open", &path, e))?;
+            let ino = file.metadata().map_err(|e| classify_io("inspect", &path, e))?.ino();
             // The new WAL's directory entry must be durable too.
             if let Some(dir) = self.path.parent() {
-                let d = std::fs::File::open(dir).map_err(|e| io("open directory", dir, e))?;
+                let d = std::fs::File::open(dir).map_err(|e| classify_io("open directory", dir, e))?;
                 d.sync_all().map_err(|e| sync_failed("sync directory", dir, e))?;
             }
             *wal = Some(WalFile { file, ino });
