@@ -615,3 +615,48 @@ async fn every_error_status_has_the_json_body() {
     assert!(v["error"]["message"].as_str().unwrap().contains("object"), "{v}");
     check(c.get(format!("{url}/nothing/here")).send().await.unwrap(), 404).await;
 }
+
+/// Item 10: a final snapshot that cannot be saved makes shutdown exit non-zero, saying so.
+#[tokio::test]
+async fn a_failed_final_snapshot_gives_a_failing_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(bin())
+        .arg("serve")
+        .args(serve_args(baseline().to_str().unwrap(), data.to_str().unwrap()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+        if let Some(a) = line.trim().strip_prefix("listening on ") {
+            break a.to_string();
+        }
+    };
+    let c = client();
+    assert_eq!(post(&c, &url, &[step("s1", 0)]).await.status(), 200);
+    // Every snapshot write fails from now on (as a full or failing disk would).
+    rusqlite::Connection::open(data.join("agentdrift.sqlite3"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_insert BEFORE INSERT ON snapshot BEGIN SELECT RAISE(FAIL, 'injected snapshot failure'); END;
+             CREATE TRIGGER no_update BEFORE UPDATE ON snapshot BEGIN SELECT RAISE(FAIL, 'injected snapshot failure'); END;",
+        )
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(
+        !status.success(),
+        "exit {status} although the final snapshot failed: {err}"
+    );
+    assert!(err.contains("final snapshot could not be saved"), "{err}");
+}
