@@ -276,3 +276,26 @@ fn a_panicking_segment_stops_alone_and_says_why() {
     assert!(after > before, "the pooled segment kept scoring: {before} → {after}");
     assert_eq!(scorer.failed_count(), 1);
 }
+
+/// Snapshots are encoded from the borrowed state: the same content as the owned one.
+#[test]
+fn the_borrowed_snapshot_encodes_the_same_state() {
+    let mut scorer = Scorer::new(baseline(), PriceTable::default(), i64::MAX).unwrap();
+    let bytes = std::fs::read(crate::support::shared().join("data/taubench/gpt-4o_airline.jsonl")).unwrap();
+    // Half the sessions' steps: many sessions open, some closed.
+    for (i, s) in agentdrift::ingest::native::read_ndjson(&bytes)
+        .steps
+        .iter()
+        .enumerate()
+        .step_by(2)
+    {
+        scorer.ingest(s.clone(), i as i64);
+    }
+    assert!(scorer.open_sessions() > 10);
+    let borrowed = rmp_serde::to_vec_named(&scorer.state_ref()).unwrap();
+    let decoded: agentdrift::engine::ScorerState = rmp_serde::from_slice(&borrowed).unwrap();
+    assert_eq!(
+        serde_json::to_value(&decoded).unwrap(),
+        serde_json::to_value(scorer.state()).unwrap()
+    );
+}

@@ -341,6 +341,18 @@ pub struct ScorerState {
     pub stats: ScorerStats,
 }
 
+/// The scorer's state borrowed, serialised exactly as [`ScorerState`]:
+/// a snapshot is encoded without first copying every open session.
+#[derive(Serialize)]
+pub struct ScorerStateRef<'a> {
+    baseline_id: &'a str,
+    detectors: &'a [SegmentDetectors],
+    open: &'a HashMap<String, Box<OpenSession>>,
+    closed_order: &'a VecDeque<String>,
+    closed_info: &'a HashMap<String, ClosedInfo>,
+    stats: &'a ScorerStats,
+}
+
 /// Scores steps against a baseline.
 pub struct Scorer {
     baseline: Arc<Baseline>,
@@ -349,7 +361,8 @@ pub struct Scorer {
     index: HashMap<SegmentKey, usize>,
     idle_timeout_ms: i64,
     detectors: Vec<SegmentDetectors>,
-    open: HashMap<String, OpenSession>,
+    /// Boxed: the table's spare capacity then costs a pointer per slot, not a session.
+    open: HashMap<String, Box<OpenSession>>,
     closed: HashMap<String, ClosedInfo>,
     closed_order: VecDeque<String>,
     stats: ScorerStats,
@@ -502,23 +515,25 @@ impl Scorer {
             return out;
         }
         let sid = step.session_id.clone();
-        let open = self.open.entry(sid.clone()).or_insert_with(|| OpenSession {
-            segment: None,
-            fallback_from: None,
-            acc: SessionAccumulator::default(),
-            next_seq: 0,
-            pending: BTreeMap::new(),
-            last_seen_ms: now_ms,
-            last_ts: step.ts,
-            ended: false,
-            state: InSession::default(),
-            scored: 0,
-            last_pos: pos,
-            outcome_source: None,
-            agent: step.agent.clone(),
-            first_ts: step.ts,
-            trace_id: None,
-            buffered: 0,
+        let open = self.open.entry(sid.clone()).or_insert_with(|| {
+            Box::new(OpenSession {
+                segment: None,
+                fallback_from: None,
+                acc: SessionAccumulator::default(),
+                next_seq: 0,
+                pending: BTreeMap::new(),
+                last_seen_ms: now_ms,
+                last_ts: step.ts,
+                ended: false,
+                state: InSession::default(),
+                scored: 0,
+                last_pos: pos,
+                outcome_source: None,
+                agent: step.agent.clone(),
+                first_ts: step.ts,
+                trace_id: None,
+                buffered: 0,
+            })
         });
         open.last_seen_ms = now_ms;
         open.last_pos = open.last_pos.max(pos);
@@ -895,10 +910,22 @@ impl Scorer {
         ScorerState {
             baseline_id: self.baseline_id.clone(),
             detectors: self.detectors.clone(),
-            open: self.open.clone(),
+            open: self.open.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect(),
             closed_order: self.closed_order.clone(),
             closed_info: self.closed.clone(),
             stats: self.stats.clone(),
+        }
+    }
+
+    /// The changing state borrowed, to encode a snapshot without copying it.
+    pub fn state_ref(&self) -> ScorerStateRef<'_> {
+        ScorerStateRef {
+            baseline_id: &self.baseline_id,
+            detectors: &self.detectors,
+            open: &self.open,
+            closed_order: &self.closed_order,
+            closed_info: &self.closed,
+            stats: &self.stats,
         }
     }
 
@@ -908,7 +935,7 @@ impl Scorer {
             return Err(EngineError::Snapshot);
         }
         self.detectors = s.detectors;
-        self.open = s.open;
+        self.open = s.open.into_iter().map(|(k, v)| (k, Box::new(v))).collect();
         self.buffered = 0;
         for o in self.open.values_mut() {
             o.buffered = o.pending.values().map(Step::approx_bytes).sum();

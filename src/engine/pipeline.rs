@@ -166,6 +166,14 @@ pub struct PipelineState {
     pub assembler: Assembler,
 }
 
+/// [`PipelineState`] borrowed.
+#[derive(Serialize)]
+pub struct PipelineStateRef<'a> {
+    version: u32,
+    scorer: super::ScorerStateRef<'a>,
+    assembler: &'a Assembler,
+}
+
 /// Snapshot format version written by this build.
 pub const STATE_VERSION: u32 = 2;
 
@@ -226,6 +234,16 @@ impl Pipeline {
             version: STATE_VERSION,
             scorer: self.scorer.state(),
             assembler: self.assembler.clone(),
+        }
+    }
+
+    /// The state borrowed, serialised exactly as [`PipelineState`] (snapshots
+    /// are encoded from it without copying every open session first).
+    pub fn state_ref(&self) -> PipelineStateRef<'_> {
+        PipelineStateRef {
+            version: STATE_VERSION,
+            scorer: self.scorer.state_ref(),
+            assembler: &self.assembler,
         }
     }
 

@@ -242,7 +242,7 @@ pub fn spawn(
                 batch.merge(persist_of(a, now_ms()));
             };
             let snapshot = |pipeline: &Pipeline, position: i64, writer: &WriterHandle| match rmp_serde::to_vec_named(
-                &pipeline.state(),
+                &pipeline.state_ref(),
             ) {
                 Ok(state) => writer.send(WriteMsg::Snapshot(Snapshot {
                     position,
