@@ -644,6 +644,13 @@ impl Scorer {
                 break;
             }
         }
+        // An emptied BTreeMap keeps its ~7 KB leaf node: with most sessions in
+        // order that node would be most of an open session's memory.
+        if let Some(open) = self.open.get_mut(sid)
+            && open.pending.is_empty()
+        {
+            open.pending = BTreeMap::new();
+        }
         out
     }
 
