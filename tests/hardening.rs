@@ -510,18 +510,13 @@ async fn damaged_stores_are_detected_and_damaged_snapshots_fall_back_to_the_log(
     assert_eq!(engine_sessions(&c, &server.url).await, (39, 1));
 }
 
-/// Item 9: text logs escape control characters, so a session id cannot forge a line.
-#[tokio::test]
-async fn text_logs_escape_control_characters() {
-    let dir = tempfile::tempdir().unwrap();
+/// `agentdrift serve` with its stderr kept for the test; the child and its URL.
+fn spawn_serve(data: &Path, extra: &[&str], rust_log: &str) -> (std::process::Child, String) {
     let mut child = Command::new(bin())
         .arg("serve")
-        .args(serve_args(
-            baseline().to_str().unwrap(),
-            dir.path().join("data").to_str().unwrap(),
-        ))
-        .args(["--log-format", "text"])
-        .env("RUST_LOG", "info")
+        .args(serve_args(baseline().to_str().unwrap(), data.to_str().unwrap()))
+        .args(extra)
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -534,6 +529,16 @@ async fn text_logs_escape_control_characters() {
             break a.to_string();
         }
     };
+    // Keep draining stdout so the server never writes to a closed pipe.
+    std::thread::spawn(move || for _ in std::io::BufRead::lines(out) {});
+    (child, url)
+}
+
+/// Item 9: text logs escape control characters, so a session id cannot forge a line.
+#[tokio::test]
+async fn text_logs_escape_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = spawn_serve(&dir.path().join("data"), &["--log-format", "text"], "info");
     let evil = "s1\n2026-01-01T00:00:00Z  INFO forged: admin logged in\u{1b}[2J";
     let c = client();
     let mut s = step(evil, 0);
@@ -621,22 +626,7 @@ async fn every_error_status_has_the_json_body() {
 async fn a_failed_final_snapshot_gives_a_failing_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(bin())
-        .arg("serve")
-        .args(serve_args(baseline().to_str().unwrap(), data.to_str().unwrap()))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
-        if let Some(a) = line.trim().strip_prefix("listening on ") {
-            break a.to_string();
-        }
-    };
+    let (mut child, url) = spawn_serve(&data, &[], "warn");
     let c = client();
     assert_eq!(post(&c, &url, &[step("s1", 0)]).await.status(), 200);
     // Every snapshot write fails from now on (as a full or failing disk would).

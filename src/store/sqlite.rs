@@ -465,6 +465,23 @@ impl SqliteStore {
     }
 }
 
+/// A stored OTLP request from its row's `kind`, `encoding` and `body`.
+fn otlp_request(kind: i64, encoding: Option<i64>, body: Vec<u8>) -> OtlpRequest {
+    OtlpRequest {
+        signal: if kind == KIND_TRACES {
+            OtlpSignal::Traces
+        } else {
+            OtlpSignal::Logs
+        },
+        encoding: if encoding == Some(1) {
+            OtlpEncoding::Json
+        } else {
+            OtlpEncoding::Proto
+        },
+        body: body.into(),
+    }
+}
+
 /// A `session_index` row read from column `at` on.
 fn session_row(r: &rusqlite::Row, at: usize) -> Result<SessionRow, rusqlite::Error> {
     let outcome: Option<String> = r.get(at + 7)?;
@@ -800,19 +817,7 @@ impl Store for SqliteStore {
                         KIND_TRACES | KIND_LOGS => LogEntry::Otlp {
                             id,
                             received_ms,
-                            request: OtlpRequest {
-                                signal: if kind == KIND_TRACES {
-                                    OtlpSignal::Traces
-                                } else {
-                                    OtlpSignal::Logs
-                                },
-                                encoding: if encoding == Some(1) {
-                                    OtlpEncoding::Json
-                                } else {
-                                    OtlpEncoding::Proto
-                                },
-                                body: body.clone().unwrap_or_default().into(),
-                            },
+                            request: otlp_request(kind, encoding, body.clone().unwrap_or_default()),
                             records: match (body, text) {
                                 (Some(_), _) => None,
                                 // A version-2 row: one span or one content record as JSON.
@@ -983,19 +988,7 @@ impl Store for SqliteStore {
                     let kind: i64 = r.get(0)?;
                     let encoding: Option<i64> = r.get(1)?;
                     let body: Vec<u8> = r.get(2)?;
-                    Ok(OtlpRequest {
-                        signal: if kind == KIND_TRACES {
-                            OtlpSignal::Traces
-                        } else {
-                            OtlpSignal::Logs
-                        },
-                        encoding: if encoding == Some(1) {
-                            OtlpEncoding::Json
-                        } else {
-                            OtlpEncoding::Proto
-                        },
-                        body: body.into(),
-                    })
+                    Ok(otlp_request(kind, encoding, body))
                 })?
                 .collect::<Result<_, _>>()?;
             Ok((traces, requests))
