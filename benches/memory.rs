@@ -5,7 +5,11 @@
 //! The target is ≤ 4 KiB per open session and 10⁶ open sessions under 4 GiB
 //! with snapshots running.
 //!
-//! Run: `cargo bench --bench memory` (optionally `-- SESSIONS`, default 1,000,000).
+//! With the default `max_open_sessions` (250,000) the longest-idle sessions
+//! wait in the store; `-- SESSIONS MAX_OPEN` sets the cap (`-- 1000000
+//! 1000000` keeps every session in memory, as before the cap existed).
+//!
+//! Run: `cargo bench --bench memory` (optionally `-- SESSIONS [MAX_OPEN]`, default 1,000,000).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -22,14 +26,17 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn main() {
-    let n = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse::<usize>().ok())
-        .unwrap_or(1_000_000);
+    let nums: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let n = nums.first().copied().unwrap_or(1_000_000);
+    let max_open = nums.get(1).copied();
     let bin = env!("CARGO_BIN_EXE_agentdrift");
     let baseline = concat!(env!("CARGO_MANIFEST_DIR"), "/baselines/taubench-gpt-4o-airline.adb");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if let Some(m) = max_open {
+        cmd.env("AGENTDRIFT_MAX_OPEN_SESSIONS", m.to_string());
+    }
+    let mut child = cmd
         .args(["serve", "--baseline", baseline, "--data-dir"])
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0", "--otlp-grpc-listen", "off"])
@@ -109,11 +116,26 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let rss2 = rss_kib(pid);
+    let saved = rt.block_on(async {
+        let m = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("agentdrift_sessions_saved "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    });
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = child.wait();
-    let snapshot_bytes: i64 = rusqlite::Connection::open(dir.path().join("agentdrift.sqlite3"))
-        .and_then(|c| c.query_row("SELECT COALESCE(LENGTH(state), 0) FROM snapshot", [], |r| r.get(0)))
+    let db = rusqlite::Connection::open(dir.path().join("agentdrift.sqlite3")).unwrap();
+    let snapshot_bytes: i64 = db
+        .query_row("SELECT COALESCE(LENGTH(state), 0) FROM snapshot", [], |r| r.get(0))
         .unwrap_or(0);
+    let (rows, row_bytes): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(state)), 0) FROM session_states",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or((0, 0));
     let per = (rss2.max(rss1) - rss0) as f64 * 1024.0 / n as f64;
     println!(
         "{}",
@@ -125,7 +147,11 @@ fn main() {
             "rss_after_snapshots_mib": rss2 / 1024,
             "rss_peak_mib": peak / 1024,
             "bytes_per_open_session": per.round(),
+            "max_open_sessions": max_open.map_or("default (250000)".to_string(), |m| m.to_string()),
+            "saved_sessions": saved,
             "snapshot_mib": (snapshot_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
+            "session_state_rows": rows,
+            "session_state_rows_mib": (row_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
         })
     );
 }

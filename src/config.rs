@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub max_buffered_bytes: usize,
     /// Bytes one session's reorder buffer may hold before it scores across its gap.
     pub max_buffered_bytes_per_session: usize,
+    /// Open sessions held in memory; beyond, the longest-idle wait in the store.
+    pub max_open_sessions: usize,
     /// `json` or `text` logs.
     pub log_format: String,
     /// Price table file (default: built-in).
@@ -101,6 +103,7 @@ impl Default for ServeConfig {
             max_body_bytes: 16 * 1024 * 1024,
             max_buffered_bytes: 256 << 20,
             max_buffered_bytes_per_session: 8 << 20,
+            max_open_sessions: 250_000,
             log_format: "json".into(),
             prices: None,
             task_type_attributes: Vec::new(),
@@ -262,6 +265,7 @@ impl Config {
                 "AGENTDRIFT_MAX_BUFFERED_BYTES_PER_SESSION" => {
                     self.serve.max_buffered_bytes_per_session = num(k, v)? as usize
                 }
+                "AGENTDRIFT_MAX_OPEN_SESSIONS" => self.serve.max_open_sessions = num(k, v)? as usize,
                 "AGENTDRIFT_SNAPSHOT_SECS" => self.serve.snapshot_secs = num(k, v)?,
                 "AGENTDRIFT_TRACE_SETTLE_SECS" => self.serve.trace_settle_secs = num(k, v)?,
                 "AGENTDRIFT_TRACE_TIMEOUT_SECS" => self.serve.trace_timeout_secs = num(k, v)?,

@@ -196,6 +196,7 @@ fn a_reorder_buffer_over_its_cap_releases_across_the_gap_in_seq_order_counted() 
     let limits = agentdrift::engine::Limits {
         session_buffer_bytes: 100_000,
         total_buffer_bytes: 250_000,
+        ..Default::default()
     };
     let mut scorer = Scorer::new(baseline(), PriceTable::default(), i64::MAX)
         .unwrap()
@@ -298,4 +299,245 @@ fn the_borrowed_snapshot_encodes_the_same_state() {
         serde_json::to_value(&decoded).unwrap(),
         serde_json::to_value(scorer.state()).unwrap()
     );
+}
+
+/// Saved session rows by (session, version).
+type Rows = std::collections::HashMap<(String, u64), Vec<u8>>;
+
+/// Rows of saved sessions in memory, shared so the test can look inside;
+/// `fail` makes every write fail (a full disk).
+#[derive(Clone, Default)]
+struct MemRows {
+    rows: Arc<std::sync::Mutex<Rows>>,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl agentdrift::engine::saved::SessionStore for MemRows {
+    fn save(&mut self, rows: &[agentdrift::engine::saved::StateRow]) -> Result<(), String> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("disk full".into());
+        }
+        let mut m = self.rows.lock().unwrap();
+        for r in rows {
+            assert!(
+                m.insert((r.session_id.clone(), r.version), r.state.clone()).is_none(),
+                "a row is never overwritten"
+            );
+        }
+        Ok(())
+    }
+    fn load(&mut self, session_id: &str, version: u64) -> Result<Vec<u8>, String> {
+        self.rows
+            .lock()
+            .unwrap()
+            .get(&(session_id.to_string(), version))
+            .cloned()
+            .ok_or_else(|| format!("no row {session_id}@{version}"))
+    }
+}
+
+/// Every airline session open at once: the sessions' steps dealt round-robin.
+fn interleaved_airline() -> Vec<Step> {
+    let bytes = std::fs::read(crate::support::shared().join("data/taubench/gpt-4o_airline.jsonl")).unwrap();
+    let mut steps = agentdrift::ingest::native::read_ndjson(&bytes).steps;
+    steps.sort_by(|a, b| (a.seq, &a.session_id).cmp(&(b.seq, &b.session_id)));
+    steps
+}
+
+/// What a run raised and closed, as JSON (events with their ids, closed sessions with their features).
+fn outputs(outs: &[agentdrift::engine::Output]) -> serde_json::Value {
+    let events: Vec<_> = outs.iter().flat_map(|o| o.events.iter()).collect();
+    let closed: Vec<_> = outs.iter().flat_map(|o| o.closed.iter()).collect();
+    serde_json::json!({ "events": events, "closed": closed })
+}
+
+/// Issue 14, item 4: over `max_open_sessions` the longest-idle sessions go
+/// to the session store and come back when a step names them; the events,
+/// their ids and every closed session are exactly those of a run that kept
+/// everything in memory, also across a snapshot restored into a new scorer.
+#[test]
+fn sessions_over_the_cap_wait_in_the_store_and_score_exactly_as_in_memory() {
+    let steps = interleaved_airline();
+    let sessions: std::collections::BTreeSet<_> = steps.iter().map(|s| s.session_id.clone()).collect();
+    assert!(sessions.len() > 40, "{}", sessions.len());
+    let run = |scorer: &mut Scorer, steps: &[Step], from: usize| -> Vec<agentdrift::engine::Output> {
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| scorer.ingest_at(s.clone(), (from + i) as i64, (from + i) as i64))
+            .collect()
+    };
+    let mut plain = Scorer::new(baseline(), PriceTable::default(), i64::MAX).unwrap();
+    let mut expected = run(&mut plain, &steps, 0);
+    expected.push(plain.flush());
+    assert!(!outputs(&expected)["events"].as_array().unwrap().is_empty());
+
+    let cap = 5;
+    let limits = agentdrift::engine::Limits {
+        max_open_sessions: cap,
+        ..Default::default()
+    };
+    let rows = MemRows::default();
+    let capped = || {
+        Scorer::new(baseline(), PriceTable::default(), i64::MAX)
+            .unwrap()
+            .with_limits(limits)
+            .with_session_store(Box::new(rows.clone()))
+    };
+    let mut scorer = capped();
+    let half = steps.len() / 2;
+    let mut got = Vec::new();
+    for (i, s) in steps[..half].iter().enumerate() {
+        got.push(scorer.ingest_at(s.clone(), i as i64, i as i64));
+        let in_memory = scorer.open_sessions() - scorer.saved_sessions();
+        assert!(in_memory <= cap + 1, "{in_memory} sessions in memory, cap {cap}");
+    }
+    assert_eq!(scorer.open_sessions(), plain_open_at(&steps[..half]));
+    assert!(scorer.stats().sessions_evicted > 0 && scorer.stats().sessions_restored > 0);
+
+    // A snapshot: changed sessions written, the state names rows, obsolete rows deleted.
+    let obsolete = scorer.checkpoint().unwrap();
+    let snapshot = rmp_serde::to_vec_named(&scorer.state_ref()).unwrap();
+    {
+        let mut m = rows.rows.lock().unwrap();
+        for k in &obsolete {
+            assert!(m.remove(k).is_some(), "an obsolete row {k:?} exists");
+        }
+        let mut live: Vec<_> = m.keys().cloned().collect();
+        let mut named = scorer.referenced_rows();
+        live.sort();
+        named.sort();
+        assert_eq!(
+            live, named,
+            "after a checkpoint, the rows are exactly those the state names"
+        );
+        assert_eq!(named.len(), scorer.open_sessions(), "every open session is a row");
+    }
+    let mut restarted = capped();
+    restarted.restore(rmp_serde::from_slice(&snapshot).unwrap()).unwrap();
+    got.extend(run(&mut restarted, &steps[half..], half));
+    got.push(restarted.flush());
+    assert_eq!(outputs(&got), outputs(&expected));
+    let after = restarted.checkpoint().unwrap();
+    let mut m = rows.rows.lock().unwrap();
+    for k in &after {
+        m.remove(k);
+    }
+    assert!(m.is_empty(), "closed sessions leave no row: {} left", m.len());
+}
+
+fn plain_open_at(steps: &[Step]) -> usize {
+    let mut s = Scorer::new(baseline(), PriceTable::default(), i64::MAX).unwrap();
+    for (i, st) in steps.iter().enumerate() {
+        s.ingest(st.clone(), i as i64);
+    }
+    s.open_sessions()
+}
+
+/// A session store that cannot be written keeps sessions in memory (counted,
+/// with the reason) and changes no result; a snapshot then carries them inline.
+#[test]
+fn a_failing_session_store_keeps_sessions_in_memory_and_changes_nothing() {
+    let steps = interleaved_airline();
+    let half = steps.len() / 2;
+    let mut plain = Scorer::new(baseline(), PriceTable::default(), i64::MAX).unwrap();
+    let mut expected: Vec<_> = steps[..half].iter().map(|s| plain.ingest(s.clone(), 0)).collect();
+    let open_at_half = plain.open_sessions();
+    assert!(open_at_half > 10, "{open_at_half}");
+    expected.extend(steps[half..].iter().map(|s| plain.ingest(s.clone(), 0)));
+    expected.push(plain.flush());
+    let rows = MemRows::default();
+    rows.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut scorer = Scorer::new(baseline(), PriceTable::default(), i64::MAX)
+        .unwrap()
+        .with_limits(agentdrift::engine::Limits {
+            max_open_sessions: 3,
+            ..Default::default()
+        })
+        .with_session_store(Box::new(rows.clone()));
+    let mut got: Vec<_> = steps[..half].iter().map(|s| scorer.ingest(s.clone(), 0)).collect();
+    assert_eq!(scorer.saved_sessions(), 0);
+    assert_eq!(scorer.open_sessions(), open_at_half);
+    assert!(scorer.stats().session_store_failures > 0);
+    assert_eq!(scorer.last_store_error(), Some("disk full"));
+    assert!(scorer.checkpoint().is_err());
+    let snapshot = rmp_serde::to_vec_named(&scorer.state_ref()).unwrap();
+    let state: agentdrift::engine::ScorerState = rmp_serde::from_slice(&snapshot).unwrap();
+    let mut restored = Scorer::new(baseline(), PriceTable::default(), i64::MAX).unwrap();
+    restored.restore(state).unwrap();
+    assert_eq!(
+        restored.open_sessions(),
+        open_at_half,
+        "the snapshot carries them inline"
+    );
+    // The disk has room again: sessions leave memory, results unchanged.
+    rows.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    got.extend(steps[half..].iter().map(|s| scorer.ingest(s.clone(), 0)));
+    assert!(scorer.stats().sessions_evicted > 0);
+    got.push(scorer.flush());
+    assert_eq!(outputs(&got), outputs(&expected));
+}
+
+/// Saved sessions still close when idle (their state comes back to be
+/// scored), and a late outcome or step finds them.
+#[test]
+fn saved_sessions_close_when_idle_and_take_outcomes() {
+    let rows = MemRows::default();
+    let mut scorer = Scorer::new(baseline(), PriceTable::default(), 1_000)
+        .unwrap()
+        .with_limits(agentdrift::engine::Limits {
+            max_open_sessions: 2,
+            ..Default::default()
+        })
+        .with_session_store(Box::new(rows.clone()));
+    let step = |sid: &str, seq: u64| {
+        let mut s = Step::new(
+            sid,
+            seq,
+            1_700_000_000_000 + seq as i64,
+            StepKind::Llm,
+            "taubench-airline/gpt-4o",
+        );
+        s.task_type = Some("airline".into());
+        s.text = Some("Let me check that reservation.".into());
+        s.output_tokens = Some(20);
+        s
+    };
+    for (t, sid) in ["s0", "s1", "s2", "s3", "s4"].iter().enumerate() {
+        scorer.ingest_at(step(sid, 0), t as i64, t as i64);
+    }
+    assert_eq!(scorer.open_sessions(), 5);
+    assert!(scorer.saved_sessions() >= 2, "{}", scorer.saved_sessions());
+    // s0 was saved first; a second step brings it back.
+    assert!(scorer.is_open("s0"));
+    scorer.ingest_at(step("s0", 1), 10, 10);
+    // An outcome for a saved session is set on it, not lost.
+    let saved_one = ["s1", "s2", "s3"]
+        .into_iter()
+        .find(|s| scorer.referenced_rows().iter().any(|(k, _)| k == s))
+        .expect("one of them is saved");
+    assert!(scorer.set_outcome(
+        saved_one,
+        agentdrift::model::Outcome::Success,
+        Some(1.0),
+        agentdrift::model::OutcomeSource::Evaluation
+    ));
+    assert_eq!(scorer.idle_sessions(1_005), ["s1", "s2", "s3", "s4"]);
+    let closed = scorer.close_idle(2_000).closed;
+    let mut by_id: Vec<(String, u64)> = closed.iter().map(|c| (c.session_id.clone(), c.steps)).collect();
+    by_id.sort();
+    assert_eq!(
+        by_id,
+        [
+            ("s0".into(), 2),
+            ("s1".into(), 1),
+            ("s2".into(), 1),
+            ("s3".into(), 1),
+            ("s4".into(), 1)
+        ]
+    );
+    let with_outcome = closed.iter().find(|c| c.session_id == saved_one).unwrap();
+    assert_eq!(with_outcome.features.outcome, Some(agentdrift::model::Outcome::Success));
+    assert_eq!(scorer.open_sessions(), 0);
+    assert_eq!(scorer.saved_sessions(), 0);
 }

@@ -650,3 +650,144 @@ async fn a_failed_final_snapshot_gives_a_failing_exit_code() {
     );
     assert!(err.contains("final snapshot could not be saved"), "{err}");
 }
+
+async fn send_steps(c: &reqwest::Client, part: &[&String], url: &str) {
+    for chunk in part.chunks(25) {
+        let body = chunk.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n");
+        let r = c
+            .post(format!("{url}/v1/steps"))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+/// What a run scored: every event id, and every session as stored (without
+/// its wall-clock close time).
+async fn scored(c: &reqwest::Client, url: &str, sessions: &[String]) -> (Vec<String>, Vec<Value>) {
+    let page: Value = c
+        .get(format!("{url}/v1/events?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut out = Vec::new();
+    for s in sessions {
+        let mut v: Value = c
+            .get(format!("{url}/v1/sessions/{s}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_object_mut().unwrap().remove("closed_ms");
+        out.push(v);
+    }
+    (ids, out)
+}
+
+async fn wait_closed(c: &reqwest::Client, url: &str, n: u64) {
+    for _ in 0..300 {
+        if engine_sessions(c, url).await == (n, 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{n} sessions never closed: {:?}", engine_sessions(c, url).await);
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Item 4: with `max_open_sessions` = 3 and 40 sessions open at once, the
+/// longest-idle wait in the store and come back for their next step; a
+/// SIGKILL after a snapshot that names saved sessions loses nothing; every
+/// event id and every stored session equals a run that kept all in memory,
+/// and no saved state is left once every session closed.
+#[tokio::test]
+async fn open_sessions_over_the_cap_wait_in_the_store_through_a_crash_and_score_the_same() {
+    let c = client();
+    let lines = crate::service_e2e::sessions_of(&shared().join("data/taubench/gpt-4o_airline.jsonl"));
+    let sessions = &lines[..40];
+    let ids: Vec<String> = sessions.iter().map(|(s, _)| s.clone()).collect();
+    // Round-robin: the k-th step of every session, then the (k+1)-th.
+    let longest = sessions.iter().map(|(_, l)| l.len()).max().unwrap();
+    let dealt: Vec<&String> = (0..longest)
+        .flat_map(|k| sessions.iter().filter_map(move |(_, l)| l.get(k)))
+        .collect();
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = Server::start(&baseline(), reference_dir.path(), &[]);
+    send_steps(&c, &dealt, &reference.url).await;
+    wait_closed(&c, &reference.url, 40).await;
+    let expected = scored(&c, &reference.url, &ids).await;
+    assert_eq!(expected.1.len(), 40);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agentdrift.sqlite3");
+    let env = [("AGENTDRIFT_MAX_OPEN_SESSIONS", "3"), ("AGENTDRIFT_SNAPSHOT_SECS", "1")];
+    let server = Server::start(&baseline(), dir.path(), &env);
+    let half = dealt.len() / 2;
+    send_steps(&c, &dealt[..half], &server.url).await;
+    // Wait for a snapshot that names saved sessions, then SIGKILL.
+    let mut named = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        named = conn
+            .query_row("SELECT COUNT(*) FROM session_states", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        let m = c
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if named > 3 && metric(&m, "agentdrift_sessions_evicted") > 0.0 {
+            assert!(metric(&m, "agentdrift_sessions_saved") >= 30.0, "{m}");
+            break;
+        }
+    }
+    assert!(named > 3, "saved session rows: {named}");
+    server.kill();
+    let server = Server::start(&baseline(), dir.path(), &env);
+    send_steps(&c, &dealt[half..], &server.url).await;
+    wait_closed(&c, &server.url, 40).await;
+    let m = c
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric(&m, "agentdrift_sessions_restored") > 0.0, "{m}");
+    assert_eq!(metric(&m, "agentdrift_session_store_failures"), 0.0);
+    assert_eq!(scored(&c, &server.url, &ids).await, expected);
+    server.terminate();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM session_states", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "closed sessions leave no saved state");
+}

@@ -13,6 +13,7 @@
 
 pub mod pipeline;
 pub mod replay;
+pub mod saved;
 
 use crate::baseline::train::segment_of;
 use crate::baseline::types::{Baseline, SegmentBaseline};
@@ -168,6 +169,12 @@ struct OpenSession {
     /// Bytes its reorder buffer holds (recomputed on restore).
     #[serde(skip)]
     buffered: usize,
+    /// Version of its latest row in the session store.
+    #[serde(skip)]
+    row: Option<u64>,
+    /// Whether it changed since that row was written.
+    #[serde(skip)]
+    changed: bool,
 }
 
 /// What is remembered of a closed session, for late steps and late outcomes.
@@ -322,6 +329,15 @@ pub struct ScorerStats {
     /// Times a reorder buffer over its cap released its steps across a gap.
     #[serde(default)]
     pub forced_releases: u64,
+    /// Open sessions moved to the session store (over `max_open_sessions`).
+    #[serde(default)]
+    pub sessions_evicted: u64,
+    /// Saved sessions brought back into memory.
+    #[serde(default)]
+    pub sessions_restored: u64,
+    /// Writes or reads of the session store that failed.
+    #[serde(default)]
+    pub session_store_failures: u64,
     /// Events per detector id.
     pub events: BTreeMap<String, u64>,
     /// Totals per segment (`agent/task_type`).
@@ -334,6 +350,12 @@ pub struct ScorerState {
     baseline_id: String,
     detectors: Vec<SegmentDetectors>,
     open: HashMap<String, OpenSession>,
+    /// Open sessions whose state is a row of the session store.
+    #[serde(default)]
+    saved: HashMap<String, saved::SavedRef>,
+    /// Highest row version written.
+    #[serde(default)]
+    versions: u64,
     closed_order: VecDeque<String>,
     #[serde(default)]
     closed_info: HashMap<String, ClosedInfo>,
@@ -347,7 +369,9 @@ pub struct ScorerState {
 pub struct ScorerStateRef<'a> {
     baseline_id: &'a str,
     detectors: &'a [SegmentDetectors],
-    open: &'a HashMap<String, Box<OpenSession>>,
+    open: saved::Unsaved<'a>,
+    saved: saved::AllSaved<'a>,
+    versions: u64,
     closed_order: &'a VecDeque<String>,
     closed_info: &'a HashMap<String, ClosedInfo>,
     stats: &'a ScorerStats,
@@ -371,6 +395,16 @@ pub struct Scorer {
     limits: Limits,
     /// Bytes every reorder buffer holds together.
     buffered: usize,
+    /// Open sessions out of memory, in the session store.
+    saved: HashMap<String, saved::SavedRef>,
+    /// Highest row version written.
+    versions: u64,
+    /// Rows superseded since the last checkpoint.
+    obsolete: Vec<(String, u64)>,
+    session_store: Option<Box<dyn saved::SessionStore>>,
+    /// After a failed eviction, steps before trying again.
+    evict_pause: usize,
+    last_store_error: Option<String>,
 }
 
 /// Memory bounds of a scorer.
@@ -380,6 +414,9 @@ pub struct Limits {
     pub session_buffer_bytes: usize,
     /// Bytes all reorder buffers may hold together; over it, the largest releases.
     pub total_buffer_bytes: usize,
+    /// Open sessions held in memory at most; beyond, the longest-idle go to
+    /// the session store (only with one: see [`Scorer::with_session_store`]).
+    pub max_open_sessions: usize,
 }
 
 impl Default for Limits {
@@ -387,6 +424,7 @@ impl Default for Limits {
         Limits {
             session_buffer_bytes: 8 << 20,
             total_buffer_bytes: 256 << 20,
+            max_open_sessions: usize::MAX,
         }
     }
 }
@@ -454,6 +492,12 @@ impl Scorer {
             failed: BTreeMap::new(),
             limits: Limits::default(),
             buffered: 0,
+            saved: HashMap::new(),
+            versions: 0,
+            obsolete: Vec::new(),
+            session_store: None,
+            evict_pause: 0,
+            last_store_error: None,
         })
     }
 
@@ -478,9 +522,9 @@ impl Scorer {
         &self.stats
     }
 
-    /// Sessions open right now.
+    /// Sessions open right now (in memory or in the session store).
     pub fn open_sessions(&self) -> usize {
-        self.open.len()
+        self.open.len() + self.saved.len()
     }
 
     /// Running detectors per segment (for reports).
@@ -515,6 +559,12 @@ impl Scorer {
             return out;
         }
         let sid = step.session_id.clone();
+        if self.saved.contains_key(&sid) && !self.load(&sid) {
+            // Its state cannot be read now: the step stays in the log, unscored.
+            self.stats.late_steps += 1;
+            out.late = 1;
+            return out;
+        }
         let open = self.open.entry(sid.clone()).or_insert_with(|| {
             Box::new(OpenSession {
                 segment: None,
@@ -533,8 +583,11 @@ impl Scorer {
                 first_ts: step.ts,
                 trace_id: None,
                 buffered: 0,
+                row: None,
+                changed: true,
             })
         });
+        open.changed = true;
         open.last_seen_ms = now_ms;
         open.last_pos = open.last_pos.max(pos);
         if step.seq < open.next_seq {
@@ -578,6 +631,7 @@ impl Scorer {
             self.stats.forced_releases += 1;
             out.extend(self.release(&largest, true));
         }
+        self.evict_over_cap(&sid);
         out
     }
 
@@ -590,6 +644,7 @@ impl Scorer {
                 _ => break,
             };
             let step = open.pending.remove(&next).expect("present");
+            open.changed = true;
             let bytes = step.approx_bytes();
             open.buffered = open.buffered.saturating_sub(bytes);
             self.buffered = self.buffered.saturating_sub(bytes);
@@ -658,6 +713,9 @@ impl Scorer {
         let mut out = Output::default();
         let Some(open) = self.open.remove(sid) else { return out };
         self.buffered = self.buffered.saturating_sub(open.buffered);
+        if let Some(v) = open.row {
+            self.obsolete.push((sid.to_string(), v));
+        }
         let features = open.acc.finish();
         match reason {
             CloseReason::End => self.stats.closed_end += 1,
@@ -751,7 +809,7 @@ impl Scorer {
 
     /// Whether a session is open.
     pub fn is_open(&self, sid: &str) -> bool {
-        self.open.contains_key(sid)
+        self.open.contains_key(sid) || self.saved.contains_key(sid)
     }
 
     /// The trace id of a session's first step, open or recently closed.
@@ -766,12 +824,14 @@ impl Scorer {
     /// or one inferred from its root spans); a weaker source never replaces
     /// a stronger one. False when the session is not open.
     pub fn set_outcome(&mut self, sid: &str, outcome: Outcome, reward: Option<f64>, source: OutcomeSource) -> bool {
+        self.load(sid);
         let Some(open) = self.open.get_mut(sid) else {
             return false;
         };
         if open.outcome_source.is_none_or(|s| source >= s) {
             open.acc.set_outcome(outcome, reward);
             open.outcome_source = Some(source);
+            open.changed = true;
         }
         true
     }
@@ -789,6 +849,7 @@ impl Scorer {
         now_ms: i64,
         window_ms: i64,
     ) -> (Output, OutcomeVerdict) {
+        self.load(sid);
         if self.open.contains_key(sid) {
             self.set_outcome(sid, outcome, reward, source);
             return (self.close_session(sid, CloseReason::End), OutcomeVerdict::Ended);
@@ -845,11 +906,13 @@ impl Scorer {
 
     /// Sessions idle since before `now_ms − idle_timeout_ms`, oldest first.
     pub fn idle_sessions(&self, now_ms: i64) -> Vec<String> {
+        let idle = |seen: i64| now_ms - seen >= self.idle_timeout_ms;
         let mut v: Vec<(&String, i64)> = self
             .open
             .iter()
-            .filter(|(_, o)| now_ms - o.last_seen_ms >= self.idle_timeout_ms)
             .map(|(k, o)| (k, o.last_seen_ms))
+            .chain(self.saved.iter().map(|(k, r)| (k, r.last_seen_ms)))
+            .filter(|(_, seen)| idle(*seen))
             .collect();
         v.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(b.0)));
         v.into_iter().map(|(k, _)| k.clone()).collect()
@@ -858,6 +921,7 @@ impl Scorer {
     /// Closes one session at log time `now_ms` (an outcome reported later
     /// counts its window from then).
     pub fn close_session_at(&mut self, sid: &str, reason: CloseReason, now_ms: i64) -> Output {
+        self.load(sid);
         if let Some(o) = self.open.get_mut(sid) {
             o.last_seen_ms = o.last_seen_ms.max(now_ms);
         }
@@ -866,6 +930,7 @@ impl Scorer {
 
     /// Closes one session now (idle timeout or flush), scoring buffered steps across gaps.
     pub fn close_session(&mut self, sid: &str, reason: CloseReason) -> Output {
+        self.load(sid);
         let mut out = self.release(sid, true);
         if self.open.contains_key(sid) {
             out.extend(self.close(sid, reason));
@@ -875,15 +940,19 @@ impl Scorer {
 
     /// Whether a session is open and got no step after input position `after`.
     pub fn idle_since(&self, sid: &str, after: i64) -> bool {
-        self.open.get(sid).is_some_and(|o| o.last_pos <= after)
+        match self.open.get(sid) {
+            Some(o) => o.last_pos <= after,
+            None => self.saved.get(sid).is_some_and(|r| r.last_pos <= after),
+        }
     }
 
     /// Closes a session for idleness only if no step arrived after input
     /// position `after` (a close decided at `after` and applied later).
     pub fn close_if_idle_since(&mut self, sid: &str, after: i64) -> Output {
-        match self.open.get(sid) {
-            Some(o) if o.last_pos <= after => self.close_session(sid, CloseReason::Idle),
-            _ => Output::default(),
+        if self.idle_since(sid, after) {
+            self.close_session(sid, CloseReason::Idle)
+        } else {
+            Output::default()
         }
     }
 
@@ -903,7 +972,7 @@ impl Scorer {
 
     /// Closes every open session (end of a replay).
     pub fn flush(&mut self) -> Output {
-        let mut ids: Vec<String> = self.open.keys().cloned().collect();
+        let mut ids: Vec<String> = self.open.keys().chain(self.saved.keys()).cloned().collect();
         ids.sort();
         let mut out = Output::default();
         for sid in ids {
@@ -917,7 +986,14 @@ impl Scorer {
         ScorerState {
             baseline_id: self.baseline_id.clone(),
             detectors: self.detectors.clone(),
-            open: self.open.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect(),
+            open: self
+                .open
+                .iter()
+                .filter(|(_, o)| o.needs_row())
+                .map(|(k, v)| (k.clone(), (**v).clone()))
+                .collect(),
+            saved: self.referenced_rows_map(),
+            versions: self.versions,
             closed_order: self.closed_order.clone(),
             closed_info: self.closed.clone(),
             stats: self.stats.clone(),
@@ -929,7 +1005,12 @@ impl Scorer {
         ScorerStateRef {
             baseline_id: &self.baseline_id,
             detectors: &self.detectors,
-            open: &self.open,
+            open: saved::Unsaved(&self.open),
+            saved: saved::AllSaved {
+                saved: &self.saved,
+                open: &self.open,
+            },
+            versions: self.versions,
             closed_order: &self.closed_order,
             closed_info: &self.closed,
             stats: &self.stats,
@@ -942,7 +1023,17 @@ impl Scorer {
             return Err(EngineError::Snapshot);
         }
         self.detectors = s.detectors;
-        self.open = s.open.into_iter().map(|(k, v)| (k, Box::new(v))).collect();
+        self.open = s
+            .open
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.changed = true;
+                (k, Box::new(v))
+            })
+            .collect();
+        self.saved = s.saved;
+        self.versions = s.versions;
+        self.obsolete.clear();
         self.buffered = 0;
         for o in self.open.values_mut() {
             o.buffered = o.pending.values().map(Step::approx_bytes).sum();

@@ -213,6 +213,12 @@ impl Pipeline {
         &self.scorer
     }
 
+    /// Writes changed open sessions as rows before a snapshot; returns the
+    /// rows the snapshot supersedes ([`Scorer::checkpoint`]).
+    pub fn checkpoint(&mut self) -> Result<Vec<(String, u64)>, String> {
+        self.scorer.checkpoint()
+    }
+
     /// The assembler.
     pub fn assembler(&self) -> &Assembler {
         &self.assembler

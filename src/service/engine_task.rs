@@ -49,8 +49,10 @@ pub struct ChartState {
 pub struct EngineReport {
     /// Log position processed.
     pub position: i64,
-    /// Sessions open.
+    /// Sessions open (in memory or saved).
     pub open_sessions: usize,
+    /// Of them, those saved in the store, out of memory.
+    pub saved_sessions: usize,
     /// Bytes the reorder buffers hold.
     pub buffered_bytes: usize,
     /// Traces waiting to settle.
@@ -241,15 +243,22 @@ pub fn spawn(
                 }
                 batch.merge(persist_of(a, now_ms()));
             };
-            let snapshot = |pipeline: &Pipeline, position: i64, writer: &WriterHandle| match rmp_serde::to_vec_named(
-                &pipeline.state_ref(),
-            ) {
-                Ok(state) => writer.send(WriteMsg::Snapshot(Snapshot {
-                    position,
-                    baseline_id: crate::engine::baseline_id(pipeline.scorer().baseline()),
-                    state,
-                })),
-                Err(e) => tracing::error!(error = %e, "cannot encode the scorer state"),
+            // Sessions that changed are written as rows first; the snapshot
+            // names them and carries inline only what could not be written.
+            let snapshot = |pipeline: &mut Pipeline, position: i64, writer: &WriterHandle| {
+                let obsolete = pipeline.checkpoint().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot write open sessions' states: the snapshot carries them");
+                    Vec::new()
+                });
+                match rmp_serde::to_vec_named(&pipeline.state_ref()) {
+                    Ok(state) => writer.send(WriteMsg::Snapshot(Snapshot {
+                        position,
+                        baseline_id: crate::engine::baseline_id(pipeline.scorer().baseline()),
+                        state,
+                        obsolete,
+                    })),
+                    Err(e) => tracing::error!(error = %e, "cannot encode the scorer state"),
+                }
             };
             while let Ok(msg) = rx.recv() {
                 match msg {
@@ -328,7 +337,7 @@ pub fn spawn(
                         }
                         metrics.refresh(&report(&pipeline, position, &engine_failures));
                         if dirty && last_snapshot.elapsed() >= Duration::from_secs(snapshot_secs) {
-                            snapshot(&pipeline, position, &writer);
+                            snapshot(&mut pipeline, position, &writer);
                             last_snapshot = Instant::now();
                             dirty = false;
                         }
@@ -338,7 +347,7 @@ pub fn spawn(
                     }
                     EngineMsg::Flush(done) => {
                         // Everything sent before the flush has been applied (FIFO).
-                        snapshot(&pipeline, position, &writer);
+                        snapshot(&mut pipeline, position, &writer);
                         let _ = done.send(());
                     }
                 }
@@ -423,6 +432,7 @@ fn report(pipeline: &Pipeline, position: i64, engine_failures: &[(String, String
     EngineReport {
         position,
         open_sessions: scorer.open_sessions(),
+        saved_sessions: scorer.saved_sessions(),
         buffered_bytes: scorer.buffered_bytes(),
         pending_traces,
         pending_spans,

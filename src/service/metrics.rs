@@ -107,6 +107,14 @@ pub struct Metrics {
     pub buffered_bytes: Gauge,
     /// Reorder buffers released across a gap because they were over their cap.
     pub forced_releases: Gauge,
+    /// Open sessions held in the store rather than in memory.
+    pub sessions_saved: Gauge,
+    /// Open sessions moved out of memory, since the store began.
+    pub sessions_evicted: Gauge,
+    /// Saved sessions brought back into memory.
+    pub sessions_restored: Gauge,
+    /// Failed writes or reads of saved session states.
+    pub session_store_failures: Gauge,
     /// Per segment, from closed sessions: success ratio.
     pub success_ratio: Family<SegmentLabel, FGauge>,
     /// Escalation ratio.
@@ -181,6 +189,10 @@ impl Metrics {
             unreadable_log_rows: Gauge::default(),
             buffered_bytes: Gauge::default(),
             forced_releases: Gauge::default(),
+            sessions_saved: Gauge::default(),
+            sessions_evicted: Gauge::default(),
+            sessions_restored: Gauge::default(),
+            session_store_failures: Gauge::default(),
             success_ratio: Family::default(),
             escalation_ratio: Family::default(),
             tool_failure_ratio: Family::default(),
@@ -279,6 +291,26 @@ impl Metrics {
             "agentdrift_reorder_forced_releases",
             "Reorder buffers scored across their gap because they were over max_buffered_bytes(_per_session)",
             m.forced_releases.clone(),
+        );
+        r.register(
+            "agentdrift_sessions_saved",
+            "Open sessions whose state waits in the store, out of memory (over max_open_sessions)",
+            m.sessions_saved.clone(),
+        );
+        r.register(
+            "agentdrift_sessions_evicted",
+            "Open sessions moved from memory to the store because max_open_sessions was exceeded",
+            m.sessions_evicted.clone(),
+        );
+        r.register(
+            "agentdrift_sessions_restored",
+            "Saved open sessions brought back into memory by a step, an outcome or their close",
+            m.sessions_restored.clone(),
+        );
+        r.register(
+            "agentdrift_session_store_failures",
+            "Writes or reads of saved session states that failed (the sessions stay where they were)",
+            m.session_store_failures.clone(),
         );
         r.register(
             "agentdrift_store_unreadable_log_rows",
@@ -454,6 +486,10 @@ impl Metrics {
         self.unreadable_log_rows.set(r.stats.unreadable_log_rows as i64);
         self.buffered_bytes.set(r.buffered_bytes as i64);
         self.forced_releases.set(r.stats.forced_releases as i64);
+        self.sessions_saved.set(r.saved_sessions as i64);
+        self.sessions_evicted.set(r.stats.sessions_evicted as i64);
+        self.sessions_restored.set(r.stats.sessions_restored as i64);
+        self.session_store_failures.set(r.stats.session_store_failures as i64);
         self.otlp_pending_traces.set(r.pending_traces as i64);
         self.otlp_pending_spans.set(r.pending_spans as i64);
         if let Ok(mut seen) = self.assembly_seen.lock() {

@@ -15,6 +15,7 @@
 
 pub mod engine_task;
 pub mod metrics;
+pub mod saved_sessions;
 pub mod writer;
 
 use crate::baseline::Baseline;
@@ -94,15 +95,19 @@ pub fn decode_state(bytes: &[u8]) -> Result<Result<PipelineState, ScorerState>, 
 /// Rebuilds the pipeline from the latest snapshot and the log after it;
 /// returns it and the log position it has processed.
 pub fn recover(
-    store: &dyn Store,
+    store: &Arc<dyn Store>,
     baseline: Arc<Baseline>,
     prices: &PriceTable,
     idle_timeout_ms: i64,
     config: PipelineConfig,
     read_opts: &ReadOptions,
 ) -> anyhow::Result<(Pipeline, i64)> {
-    let scorer = Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?.with_limits(config.limits);
-    let mut pipeline = Pipeline::new(scorer, prices.clone(), config.clone());
+    let new_scorer = || -> anyhow::Result<Scorer> {
+        Ok(Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?
+            .with_limits(config.limits)
+            .with_session_store(Box::new(saved_sessions::StoreSessions(store.clone()))))
+    };
+    let mut pipeline = Pipeline::new(new_scorer()?, prices.clone(), config.clone());
     let mut position = 0;
     let snapshot = match store.snapshot() {
         Ok(s) => s,
@@ -126,9 +131,7 @@ pub fn recover(
                     // The log is the source of truth: a damaged snapshot costs
                     // time (the whole log replayed), never data.
                     tracing::error!(error = %e, "the scorer snapshot is damaged: replaying the whole log instead");
-                    let scorer =
-                        Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?.with_limits(config.limits);
-                    pipeline = Pipeline::new(scorer, prices.clone(), config.clone());
+                    pipeline = Pipeline::new(new_scorer()?, prices.clone(), config.clone());
                 }
             }
         }
@@ -145,6 +148,12 @@ pub fn recover(
             );
         }
         None => {}
+    }
+    // Session rows the restored state does not name were written after the
+    // snapshot (or by another baseline's run): the replay writes its own.
+    let dropped = store.retain_session_states(&pipeline.scorer().referenced_rows())?;
+    if dropped > 0 {
+        tracing::info!(dropped, "dropped saved session states newer than the snapshot");
     }
     let mut replayed = 0u64;
     loop {
@@ -181,6 +190,7 @@ pub fn pipeline_config(config: &Config) -> PipelineConfig {
         limits: crate::engine::Limits {
             session_buffer_bytes: s.max_buffered_bytes_per_session,
             total_buffer_bytes: s.max_buffered_bytes,
+            max_open_sessions: s.max_open_sessions.max(1),
         },
     }
 }
@@ -208,7 +218,7 @@ pub fn start(
         o
     };
     let (pipeline, position) = recover(
-        store.as_ref(),
+        &store,
         baseline.clone(),
         &prices,
         idle_ms,

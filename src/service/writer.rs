@@ -595,6 +595,15 @@ mod tests {
         fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
             self.inner.snapshot()
         }
+        fn save_session_states(&self, rows: &[crate::engine::saved::StateRow]) -> Result<(), StoreError> {
+            self.inner.save_session_states(rows)
+        }
+        fn session_state(&self, session_id: &str, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.session_state(session_id, version)
+        }
+        fn retain_session_states(&self, keep: &[(String, u64)]) -> Result<u64, StoreError> {
+            self.inner.retain_session_states(keep)
+        }
         fn step_count(&self) -> Result<u64, StoreError> {
             self.inner.step_count()
         }

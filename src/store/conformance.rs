@@ -444,6 +444,7 @@ pub fn sessions_snapshots_correlation(b: &mut dyn Backend) {
             position: pos,
             baseline_id: "b".into(),
             state: vec![1, 2, pos as u8],
+            obsolete: Vec::new(),
         })
         .unwrap();
     }
@@ -455,6 +456,44 @@ pub fn sessions_snapshots_correlation(b: &mut dyn Backend) {
     s.ping().unwrap();
 }
 
+/// Saved session states: written rows read back, a snapshot deletes the
+/// rows it supersedes in its own transaction, the start sweep keeps only
+/// the named rows, and all of it survives a reopen.
+pub fn session_states(b: &mut dyn Backend) {
+    use crate::engine::saved::StateRow;
+    let row = |id: &str, v: u64| StateRow {
+        session_id: id.into(),
+        version: v,
+        state: format!("{id}@{v}").into_bytes(),
+    };
+    let s = b.store();
+    assert_eq!(s.session_state("a", 1).unwrap(), None);
+    s.save_session_states(&[row("a", 1), row("b", 2), row("a", 3)]).unwrap();
+    assert_eq!(s.session_state("a", 1).unwrap().unwrap(), b"a@1");
+    assert_eq!(s.session_state("a", 3).unwrap().unwrap(), b"a@3");
+    assert_eq!(s.session_state("b", 3).unwrap(), None);
+    s.save_snapshot(&Snapshot {
+        position: 7,
+        baseline_id: "b".into(),
+        state: vec![7],
+        obsolete: vec![("a".into(), 1)],
+    })
+    .unwrap();
+    assert_eq!(s.session_state("a", 1).unwrap(), None);
+    assert_eq!(s.session_state("a", 3).unwrap().unwrap(), b"a@3");
+    s.save_session_states(&[row("c", 4)]).unwrap();
+    b.reopen();
+    let s = b.store();
+    assert_eq!(s.snapshot().unwrap().unwrap().position, 7);
+    assert_eq!(s.session_state("c", 4).unwrap().unwrap(), b"c@4");
+    let dropped = s.retain_session_states(&[("a".into(), 3), ("b".into(), 2)]).unwrap();
+    assert_eq!(dropped, 1);
+    assert_eq!(s.session_state("c", 4).unwrap(), None);
+    assert_eq!(s.session_state("b", 2).unwrap().unwrap(), b"b@2");
+    assert_eq!(s.retain_session_states(&[]).unwrap(), 2);
+    assert_eq!(s.session_state("a", 3).unwrap(), None);
+}
+
 /// Instantiates the suite for a backend factory `fn() -> impl Backend`.
 #[macro_export]
 macro_rules! store_suite {
@@ -463,6 +502,10 @@ macro_rules! store_suite {
             #[test]
             fn appends_dedup_and_keep_raw() {
                 $crate::store::conformance::appends_dedup_and_keep_raw(&mut $factory());
+            }
+            #[test]
+            fn session_states() {
+                $crate::store::conformance::session_states(&mut $factory());
             }
             #[test]
             fn otlp_requests_and_links() {

@@ -18,6 +18,7 @@ pub mod conformance;
 
 use crate::detect::DriftEvent;
 use crate::engine::ClosedSession;
+use crate::engine::saved::StateRow;
 use crate::ingest::otel::assemble::ContentRecord;
 use crate::ingest::otel::span::SpanRecord;
 use crate::model::{Outcome, OutcomeSource, Step};
@@ -392,6 +393,8 @@ pub struct Snapshot {
     pub baseline_id: String,
     /// Serialised scorer state.
     pub state: Vec<u8>,
+    /// Session rows this snapshot supersedes, deleted with its saving.
+    pub obsolete: Vec<(String, u64)>,
 }
 
 /// Durable storage for the service.
@@ -459,6 +462,13 @@ pub trait Store: Send + Sync {
     fn save_snapshot(&self, s: &Snapshot) -> Result<(), StoreError>;
     /// The latest snapshot.
     fn snapshot(&self) -> Result<Option<Snapshot>, StoreError>;
+    /// Writes open sessions' states (rows are never overwritten with another state).
+    fn save_session_states(&self, rows: &[StateRow]) -> Result<(), StoreError>;
+    /// One session state row.
+    fn session_state(&self, session_id: &str, version: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes every session state row but these (at start: rows the
+    /// snapshot does not name are left over from after it); returns how many.
+    fn retain_session_states(&self, keep: &[(String, u64)]) -> Result<u64, StoreError>;
     /// Number of native steps and OTLP trace requests stored.
     fn step_count(&self) -> Result<u64, StoreError>;
     /// Checks the store answers (readiness).

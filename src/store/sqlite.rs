@@ -21,8 +21,9 @@ use std::sync::{Arc, Mutex};
 /// Schema version (SQLite `user_version`). 2 added OTLP spans and
 /// content in the log, the traces of each session and the session listing;
 /// 3 stores OTLP export requests whole (one row per request, deduplicated
-/// by digest) and links traces to the requests that hold them.
-const SCHEMA_VERSION: i64 = 3;
+/// by digest) and links traces to the requests that hold them; 4 keeps
+/// open sessions out of memory (`session_states`), which snapshots name.
+const SCHEMA_VERSION: i64 = 4;
 
 /// Log entry kinds (`log.kind`).
 const KIND_STEP: i64 = 0;
@@ -99,6 +100,12 @@ CREATE TABLE IF NOT EXISTS session_index (
 );
 CREATE INDEX IF NOT EXISTS session_index_agent ON session_index(agent, rid);
 CREATE INDEX IF NOT EXISTS session_index_segment ON session_index(segment, rid);
+CREATE TABLE IF NOT EXISTS session_states (
+    session_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (session_id, version)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshot (
     one INTEGER PRIMARY KEY CHECK (one = 1),
     position INTEGER NOT NULL,
@@ -1051,13 +1058,70 @@ impl Store for SqliteStore {
 
     fn save_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
         self.write(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO snapshot (one, position, baseline_id, state) VALUES (1, ?1, ?2, ?3)
                  ON CONFLICT(one) DO UPDATE SET position = excluded.position, baseline_id = excluded.baseline_id, state = excluded.state",
                 params![s.position, s.baseline_id, s.state],
             )?;
-            Ok(())
+            {
+                let mut del = tx.prepare_cached("DELETE FROM session_states WHERE session_id = ?1 AND version = ?2")?;
+                for (id, v) in &s.obsolete {
+                    del.execute(params![id, *v as i64])?;
+                }
+            }
+            tx.commit()
         })
+    }
+
+    fn save_session_states(&self, rows: &[StateRow]) -> Result<(), StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO session_states (session_id, version, state) VALUES (?1, ?2, ?3)",
+                )?;
+                for r in rows {
+                    ins.execute(params![r.session_id, r.version as i64, r.state])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn session_state(&self, session_id: &str, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT state FROM session_states WHERE session_id = ?1 AND version = ?2")?
+                .query_row(params![session_id, version as i64], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn retain_session_states(&self, keep: &[(String, u64)]) -> Result<u64, StoreError> {
+        let keep: std::collections::HashSet<(&str, u64)> = keep.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+        let all: Vec<(String, i64)> = self.read(|c| {
+            c.prepare("SELECT session_id, version FROM session_states")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })?;
+        let garbage: Vec<(String, i64)> = all
+            .into_iter()
+            .filter(|(s, v)| !keep.contains(&(s.as_str(), *v as u64)))
+            .collect();
+        if garbage.is_empty() {
+            return Ok(0);
+        }
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut del = tx.prepare_cached("DELETE FROM session_states WHERE session_id = ?1 AND version = ?2")?;
+                for (id, v) in &garbage {
+                    del.execute(params![id, v])?;
+                }
+            }
+            tx.commit()
+        })?;
+        Ok(garbage.len() as u64)
     }
 
     fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
@@ -1070,6 +1134,7 @@ impl Store for SqliteStore {
                         position: r.get(0)?,
                         baseline_id: r.get(1)?,
                         state: r.get(2)?,
+                        obsolete: Vec::new(),
                     })
                 },
             )
