@@ -117,7 +117,12 @@ fn main() {
     }
     let rss2 = rss_kib(pid);
     let saved = rt.block_on(async {
-        let m = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+        let m = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         m.lines()
             .find_map(|l| l.strip_prefix("agentdrift_sessions_saved "))
             .and_then(|v| v.trim().parse::<f64>().ok())
