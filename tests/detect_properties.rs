@@ -302,7 +302,7 @@ fn the_borrowed_snapshot_encodes_the_same_state() {
 }
 
 /// Saved session rows by (session, version).
-type Rows = std::collections::HashMap<(String, u64), Vec<u8>>;
+type Rows = std::collections::HashMap<(String, u64), agentdrift::engine::saved::StateRow>;
 
 /// Rows of saved sessions in memory, shared so the test can look inside;
 /// `fail` makes every write fail (a full disk).
@@ -320,7 +320,7 @@ impl agentdrift::engine::saved::SessionStore for MemRows {
         let mut m = self.rows.lock().unwrap();
         for r in rows {
             assert!(
-                m.insert((r.session_id.clone(), r.version), r.state.clone()).is_none(),
+                m.insert((r.session_id.clone(), r.version), r.clone()).is_none(),
                 "a row is never overwritten"
             );
         }
@@ -331,8 +331,31 @@ impl agentdrift::engine::saved::SessionStore for MemRows {
             .lock()
             .unwrap()
             .get(&(session_id.to_string(), version))
-            .cloned()
+            .map(|r| r.state.clone())
             .ok_or_else(|| format!("no row {session_id}@{version}"))
+    }
+}
+
+impl MemRows {
+    /// What a store answers at a restore: per session its newest row up to `max`.
+    fn refs(&self, max: u64) -> Vec<(String, agentdrift::engine::saved::SavedRef)> {
+        use agentdrift::engine::saved::SavedRef;
+        let mut best: std::collections::HashMap<String, SavedRef> = Default::default();
+        for r in self.rows.lock().unwrap().values().filter(|r| r.version <= max) {
+            let e = best.entry(r.session_id.clone()).or_insert(SavedRef {
+                version: 0,
+                last_seen_ms: 0,
+                last_pos: 0,
+            });
+            if r.version >= e.version {
+                *e = SavedRef {
+                    version: r.version,
+                    last_seen_ms: r.last_seen_ms,
+                    last_pos: r.last_pos,
+                };
+            }
+        }
+        best.into_iter().collect()
     }
 }
 
@@ -409,12 +432,22 @@ fn sessions_over_the_cap_wait_in_the_store_and_score_exactly_as_in_memory() {
         named.sort();
         assert_eq!(
             live, named,
-            "after a checkpoint, the rows are exactly those the state names"
+            "after a checkpoint, the rows are exactly those of the open sessions"
         );
         assert_eq!(named.len(), scorer.open_sessions(), "every open session is a row");
     }
+    let state: agentdrift::engine::ScorerState = rmp_serde::from_slice(&snapshot).unwrap();
+    assert!(
+        serde_json::to_value(&state).unwrap()["open"]
+            .as_object()
+            .unwrap()
+            .is_empty(),
+        "the snapshot carries no session that has an up-to-date row"
+    );
     let mut restarted = capped();
-    restarted.restore(rmp_serde::from_slice(&snapshot).unwrap()).unwrap();
+    restarted.restore(state).unwrap();
+    restarted.adopt_saved(rows.refs(restarted.row_versions()));
+    assert_eq!(restarted.open_sessions(), scorer.open_sessions());
     got.extend(run(&mut restarted, &steps[half..], half));
     got.push(restarted.flush());
     assert_eq!(outputs(&got), outputs(&expected));

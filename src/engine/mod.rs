@@ -350,10 +350,7 @@ pub struct ScorerState {
     baseline_id: String,
     detectors: Vec<SegmentDetectors>,
     open: HashMap<String, OpenSession>,
-    /// Open sessions whose state is a row of the session store.
-    #[serde(default)]
-    saved: HashMap<String, saved::SavedRef>,
-    /// Highest row version written.
+    /// Highest row version written (open sessions not in `open` are rows up to it).
     #[serde(default)]
     versions: u64,
     closed_order: VecDeque<String>,
@@ -370,7 +367,6 @@ pub struct ScorerStateRef<'a> {
     baseline_id: &'a str,
     detectors: &'a [SegmentDetectors],
     open: saved::Unsaved<'a>,
-    saved: saved::AllSaved<'a>,
     versions: u64,
     closed_order: &'a VecDeque<String>,
     closed_info: &'a HashMap<String, ClosedInfo>,
@@ -992,7 +988,6 @@ impl Scorer {
                 .filter(|(_, o)| o.needs_row())
                 .map(|(k, v)| (k.clone(), (**v).clone()))
                 .collect(),
-            saved: self.referenced_rows_map(),
             versions: self.versions,
             closed_order: self.closed_order.clone(),
             closed_info: self.closed.clone(),
@@ -1006,10 +1001,6 @@ impl Scorer {
             baseline_id: &self.baseline_id,
             detectors: &self.detectors,
             open: saved::Unsaved(&self.open),
-            saved: saved::AllSaved {
-                saved: &self.saved,
-                open: &self.open,
-            },
             versions: self.versions,
             closed_order: &self.closed_order,
             closed_info: &self.closed,
@@ -1031,7 +1022,7 @@ impl Scorer {
                 (k, Box::new(v))
             })
             .collect();
-        self.saved = s.saved;
+        self.saved.clear();
         self.versions = s.versions;
         self.obsolete.clear();
         self.buffered = 0;

@@ -219,6 +219,11 @@ impl Pipeline {
         self.scorer.checkpoint()
     }
 
+    /// After a restore, the open sessions its snapshot left in the session store.
+    pub fn adopt_saved(&mut self, refs: impl IntoIterator<Item = (String, super::saved::SavedRef)>) {
+        self.scorer.adopt_saved(refs);
+    }
+
     /// The assembler.
     pub fn assembler(&self) -> &Assembler {
         &self.assembler

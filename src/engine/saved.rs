@@ -4,12 +4,16 @@
 //! memory, and a session comes back the moment anything names it (a step,
 //! an outcome, its idle close). The same rows make snapshots incremental:
 //! [`Scorer::checkpoint`] writes only the sessions that changed since their
-//! row, and the snapshot then names rows instead of carrying sessions.
+//! row, and the snapshot carries no session that has an up-to-date row: its
+//! size and cost follow activity, not the number of open sessions.
 //!
 //! Rows are never overwritten: each has a fresh version, so the durable
 //! snapshot's rows stay intact while newer ones are written. A row is
 //! obsolete once a newer row or a close supersedes it; the list of obsolete
-//! rows goes with the next snapshot, to be deleted in its transaction.
+//! rows goes with the next snapshot, to be deleted in its transaction. So
+//! at a restore the open sessions a snapshot does not carry are, per
+//! session, the newest row no newer than the snapshot's version counter
+//! ([`Scorer::adopt_saved`]); newer rows were written after it.
 
 use super::{OpenSession, Scorer};
 use serde::ser::{SerializeMap, Serializer};
@@ -26,6 +30,10 @@ pub struct StateRow {
     pub session_id: String,
     /// Unique per row of this scorer (never reused for another state).
     pub version: u64,
+    /// When it last received anything, log time ms (its idle close).
+    pub last_seen_ms: i64,
+    /// Input position of its latest step.
+    pub last_pos: i64,
     /// The encoded session.
     pub state: Vec<u8>,
 }
@@ -64,7 +72,7 @@ impl Serialize for Unsaved<'_> {
     }
 }
 
-/// The sessions a snapshot names by row: those out of memory and those in
+/// The sessions whose state is a row: those out of memory and those in
 /// memory whose row is up to date.
 pub(super) struct AllSaved<'a> {
     pub saved: &'a HashMap<String, SavedRef>,
@@ -77,16 +85,6 @@ impl AllSaved<'_> {
             .iter()
             .map(|(k, r)| (k, *r))
             .chain(self.open.iter().filter_map(|(k, o)| o.saved_ref().map(|r| (k, r))))
-    }
-}
-
-impl Serialize for AllSaved<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.iter().count()))?;
-        for (k, v) in self.iter() {
-            m.serialize_entry(k, &v)?;
-        }
-        m.end()
     }
 }
 
@@ -130,15 +128,19 @@ impl Scorer {
         .collect()
     }
 
-    /// [`Scorer::referenced_rows`] as the snapshot's map.
-    pub(super) fn referenced_rows_map(&self) -> HashMap<String, SavedRef> {
-        AllSaved {
-            saved: &self.saved,
-            open: &self.open,
+    /// The highest row version written (a restore adopts rows up to it).
+    pub fn row_versions(&self) -> u64 {
+        self.versions
+    }
+
+    /// After a restore: the open sessions the snapshot did not carry, from
+    /// the session store (per session, its newest row up to [`Scorer::row_versions`]).
+    pub fn adopt_saved(&mut self, refs: impl IntoIterator<Item = (String, SavedRef)>) {
+        for (sid, r) in refs {
+            if r.version <= self.versions && !self.open.contains_key(&sid) {
+                self.saved.insert(sid, r);
+            }
         }
-        .iter()
-        .map(|(k, r)| (k.clone(), r))
-        .collect()
     }
 
     /// Writes every open session that changed since its row, so the next
@@ -174,6 +176,8 @@ impl Scorer {
             rows.push(StateRow {
                 session_id: id.clone(),
                 version: next,
+                last_seen_ms: o.last_seen_ms,
+                last_pos: o.last_pos,
                 state,
             });
         }

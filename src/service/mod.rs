@@ -149,8 +149,11 @@ pub fn recover(
         }
         None => {}
     }
-    // Session rows the restored state does not name were written after the
-    // snapshot (or by another baseline's run): the replay writes its own.
+    // Open sessions the snapshot did not carry are rows up to its version
+    // counter; rows beyond it, or superseded, were written after it (or by
+    // another baseline's run): the replay writes its own.
+    let refs = store.session_state_refs(pipeline.scorer().row_versions())?;
+    pipeline.adopt_saved(refs);
     let dropped = store.retain_session_states(&pipeline.scorer().referenced_rows())?;
     if dropped > 0 {
         tracing::info!(dropped, "dropped saved session states newer than the snapshot");

@@ -172,6 +172,7 @@ fn run(
     };
     let store = store.as_ref();
     let mut carry: Option<WriteMsg> = None;
+    let mut unsaved_obsolete: Vec<(String, u64)> = Vec::new();
     loop {
         let msg = match carry.take() {
             Some(m) => m,
@@ -275,10 +276,14 @@ fn run(
                     Err(e) => tracing::error!(error = %e, "cannot store what the engine derived (events, sessions)"),
                 }
             }
-            WriteMsg::Snapshot(s) => {
+            WriteMsg::Snapshot(mut s) => {
+                // Rows a failed snapshot should have deleted go with the next one:
+                // a restore would otherwise find a closed session's row.
+                s.obsolete.append(&mut unsaved_obsolete);
                 let result = store.save_snapshot(&s);
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "cannot save the scorer snapshot");
+                    unsaved_obsolete = s.obsolete;
                 }
                 if let Ok(mut slot) = snapshot_error.lock() {
                     *slot = result.err().map(|e| e.to_string());
@@ -600,6 +605,12 @@ mod tests {
         }
         fn session_state(&self, session_id: &str, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
             self.inner.session_state(session_id, version)
+        }
+        fn session_state_refs(
+            &self,
+            max_version: u64,
+        ) -> Result<Vec<(String, crate::engine::saved::SavedRef)>, StoreError> {
+            self.inner.session_state_refs(max_version)
         }
         fn retain_session_states(&self, keep: &[(String, u64)]) -> Result<u64, StoreError> {
             self.inner.retain_session_states(keep)

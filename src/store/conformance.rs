@@ -464,6 +464,8 @@ pub fn session_states(b: &mut dyn Backend) {
     let row = |id: &str, v: u64| StateRow {
         session_id: id.into(),
         version: v,
+        last_seen_ms: 1000 + v as i64,
+        last_pos: 10 * v as i64,
         state: format!("{id}@{v}").into_bytes(),
     };
     let s = b.store();
@@ -472,6 +474,20 @@ pub fn session_states(b: &mut dyn Backend) {
     assert_eq!(s.session_state("a", 1).unwrap().unwrap(), b"a@1");
     assert_eq!(s.session_state("a", 3).unwrap().unwrap(), b"a@3");
     assert_eq!(s.session_state("b", 3).unwrap(), None);
+    // Per session the newest row up to a version, with its idle clock.
+    let refs = |max: u64| {
+        let mut v: Vec<(String, u64, i64, i64)> = s
+            .session_state_refs(max)
+            .unwrap()
+            .into_iter()
+            .map(|(k, r)| (k, r.version, r.last_seen_ms, r.last_pos))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(refs(3), [("a".into(), 3, 1003, 30), ("b".into(), 2, 1002, 20)]);
+    assert_eq!(refs(2), [("a".into(), 1, 1001, 10), ("b".into(), 2, 1002, 20)]);
+    assert_eq!(refs(0), []);
     s.save_snapshot(&Snapshot {
         position: 7,
         baseline_id: "b".into(),

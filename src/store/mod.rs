@@ -18,7 +18,7 @@ pub mod conformance;
 
 use crate::detect::DriftEvent;
 use crate::engine::ClosedSession;
-use crate::engine::saved::StateRow;
+use crate::engine::saved::{SavedRef, StateRow};
 use crate::ingest::otel::assemble::ContentRecord;
 use crate::ingest::otel::span::SpanRecord;
 use crate::model::{Outcome, OutcomeSource, Step};
@@ -466,6 +466,8 @@ pub trait Store: Send + Sync {
     fn save_session_states(&self, rows: &[StateRow]) -> Result<(), StoreError>;
     /// One session state row.
     fn session_state(&self, session_id: &str, version: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Per session, its newest state row with a version at most `max_version`.
+    fn session_state_refs(&self, max_version: u64) -> Result<Vec<(String, SavedRef)>, StoreError>;
     /// Deletes every session state row but these (at start: rows the
     /// snapshot does not name are left over from after it); returns how many.
     fn retain_session_states(&self, keep: &[(String, u64)]) -> Result<u64, StoreError>;

@@ -103,6 +103,8 @@ CREATE INDEX IF NOT EXISTS session_index_segment ON session_index(segment, rid);
 CREATE TABLE IF NOT EXISTS session_states (
     session_id TEXT NOT NULL,
     version INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    last_pos INTEGER NOT NULL,
     state BLOB NOT NULL,
     PRIMARY KEY (session_id, version)
 ) WITHOUT ROWID;
@@ -1079,10 +1081,17 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut ins = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO session_states (session_id, version, state) VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO session_states (session_id, version, last_seen_ms, last_pos, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for r in rows {
-                    ins.execute(params![r.session_id, r.version as i64, r.state])?;
+                    ins.execute(params![
+                        r.session_id,
+                        r.version as i64,
+                        r.last_seen_ms,
+                        r.last_pos,
+                        r.state
+                    ])?;
                 }
             }
             tx.commit()
@@ -1094,6 +1103,27 @@ impl Store for SqliteStore {
             c.prepare_cached("SELECT state FROM session_states WHERE session_id = ?1 AND version = ?2")?
                 .query_row(params![session_id, version as i64], |r| r.get(0))
                 .optional()
+        })
+    }
+
+    fn session_state_refs(&self, max_version: u64) -> Result<Vec<(String, SavedRef)>, StoreError> {
+        // SQLite takes a bare column's value from the row MAX() picked.
+        self.read(|c| {
+            c.prepare(
+                "SELECT session_id, MAX(version), last_seen_ms, last_pos FROM session_states
+                 WHERE version <= ?1 GROUP BY session_id",
+            )?
+            .query_map(params![max_version as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    SavedRef {
+                        version: r.get::<_, i64>(1)? as u64,
+                        last_seen_ms: r.get(2)?,
+                        last_pos: r.get(3)?,
+                    },
+                ))
+            })?
+            .collect()
         })
     }
 
