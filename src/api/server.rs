@@ -48,6 +48,8 @@ struct Registry {
     /// Connections asked to close whose sockets are not closed yet: they
     /// still hold a descriptor, so they count against the cap.
     closing: AtomicUsize,
+    /// Woken when a closing connection's socket is closed.
+    drained: Notify,
 }
 
 /// Evictions in flight at most; past it new connections are refused, so
@@ -87,6 +89,29 @@ impl Registry {
         let removed = self.conns.lock().map(|mut c| c.remove(&id).is_some()).unwrap_or(true);
         if !removed {
             self.closing.fetch_sub(1, Ordering::SeqCst);
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+/// How long a new connection at the cap waits for evicted sockets to close
+/// when as many evictions as allowed are already in flight.
+const DRAIN_WAIT: Duration = Duration::from_millis(250);
+
+/// Evicts an idle connection for a new one; when evictions are saturated it
+/// waits (briefly) for evicted sockets to close rather than refusing a client
+/// while idle connections could still make room.
+async fn make_room(registry: &Registry) -> bool {
+    let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+    loop {
+        let drained = registry.drained.notified();
+        if registry.evict_idle() {
+            return true;
+        }
+        if registry.closing.load(Ordering::SeqCst) < MAX_CLOSING
+            || tokio::time::timeout_at(deadline, drained).await.is_err()
+        {
+            return false;
         }
     }
 }
@@ -315,7 +340,7 @@ pub async fn serve(
             }
         };
         if registry.len() >= limits.max_connections {
-            if registry.evict_idle() {
+            if make_room(&registry).await {
                 metrics.http_connections_evicted.inc();
             } else {
                 metrics.http_connections_refused.inc();
