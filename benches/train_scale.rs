@@ -7,8 +7,8 @@
 //! Run: `cargo bench --bench train_scale` (optionally `-- STEPS`).
 
 use agentdrift::baseline::TrainConfig;
-use agentdrift::cli::input;
 use agentdrift::ingest::ReadOptions;
+use agentdrift::ingest::files;
 use agentdrift::model::{PriceTable, group_sessions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -60,7 +60,7 @@ fn main() {
     let target: usize = args.iter().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
     let dir =
         std::env::var("AGENTDRIFT_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into());
-    let loaded = input::load(
+    let loaded = files::load(
         &[format!("{dir}/data").into()],
         None,
         &ReadOptions::default(),

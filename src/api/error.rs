@@ -54,7 +54,7 @@ pub enum ApiError {
     },
     /// No or a wrong token.
     #[error(transparent)]
-    Auth(#[from] crate::api::auth::AuthError),
+    Auth(#[from] crate::auth::AuthError),
     /// The `Host` header names another host (DNS rebinding).
     #[error("host `{0}` is not served here: this service answers only to its loopback names")]
     Host(String),
@@ -88,7 +88,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Auth(crate::api::auth::AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+            ApiError::Auth(crate::auth::AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::Host(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -111,7 +111,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::BodyTimeout { .. } => "body_timeout",
-            ApiError::Auth(crate::api::auth::AuthError::Forbidden { .. }) => "forbidden",
+            ApiError::Auth(crate::auth::AuthError::Forbidden { .. }) => "forbidden",
             ApiError::Auth(_) => "unauthorized",
             ApiError::Host(_) => "host_not_allowed",
             ApiError::UriTooLong { .. } => "uri_too_long",

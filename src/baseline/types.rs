@@ -2,7 +2,7 @@
 //! chart designs every detector calibrates against. Plain data.
 
 use crate::features::Feature;
-use crate::model::SegmentKey;
+use crate::model::{SegmentField, SegmentKey};
 use crate::spc::bernoulli::BernoulliDesign;
 use crate::spc::cusum::CusumDesign;
 use crate::spc::ewma::EwmaDesign;
@@ -57,18 +57,6 @@ pub struct ExcludedSession {
     pub session_id: String,
     /// Why (feature and robust z).
     pub reason: String,
-}
-
-/// Fields that may make up the segment key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum SegmentField {
-    /// The agent (always the first part of the key).
-    Agent,
-    /// The task type.
-    TaskType,
-    /// The finer task category.
-    Intent,
 }
 
 /// Training configuration (also the `[train]` section of agentdrift.toml).

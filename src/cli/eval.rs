@@ -1,9 +1,10 @@
 //! `agentdrift eval`: false alarms on in-control sessions and detection of
 //! drifted ones, through the service's scorer.
 
-use super::{InputArgs, input};
+use super::InputArgs;
 use crate::baseline::load;
 use crate::eval::{CaseReport, EvalOptions, EvalReport, case_label, drifted, in_control};
+use crate::ingest::files as input;
 use crate::model::Step;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -115,7 +115,7 @@ pub struct InspectReport {
 }
 
 /// Builds the report from loaded input.
-pub fn report(loaded: super::input::Loaded, prices: &PriceTable) -> InspectReport {
+pub fn report(loaded: crate::ingest::files::Loaded, prices: &PriceTable) -> InspectReport {
     let grouped = group_sessions(loaded.steps);
     InspectReport {
         segments: summarise(&grouped.sessions, prices),

@@ -5,13 +5,13 @@ pub mod demo;
 pub mod design;
 pub mod eval;
 pub mod inject;
-pub mod input;
+
 pub mod inspect;
 pub mod replay;
 pub mod serve;
 pub mod train;
 
-use crate::ingest::{Format, ReadOptions};
+use crate::ingest::{Format, ReadOptions, files};
 use crate::model::PriceTable;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -54,8 +54,8 @@ impl InputArgs {
 
     /// Reads `paths` with these options and the price table, printing bad
     /// records (file:line) to stderr; the caller decides the exit code.
-    pub fn load(&self, paths: &[PathBuf], prices: &PriceTable) -> anyhow::Result<input::Loaded> {
-        let loaded = input::load(paths, self.format, &self.read_options(), prices, self.strict)?;
+    pub fn load(&self, paths: &[PathBuf], prices: &PriceTable) -> anyhow::Result<files::Loaded> {
+        let loaded = files::load(paths, self.format, &self.read_options(), prices, self.strict)?;
         if !loaded.errors.is_empty() {
             report_record_errors(&loaded.errors, 20);
         }
@@ -209,7 +209,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("agentdrift.toml:");
             println!("[[auth.tokens]]");
             println!("name = \"{name}\"");
-            println!("sha256 = \"{}\"", crate::api::auth::hash_secret(&secret));
+            println!("sha256 = \"{}\"", crate::auth::hash_secret(&secret));
             println!("scopes = [{}]", names.join(", "));
             Ok(ExitCode::SUCCESS)
         }

@@ -2,9 +2,9 @@
 
 use super::InputArgs;
 use crate::baseline::report::{diff, diff_text, show_json, show_text};
-use crate::baseline::types::SegmentField;
 use crate::baseline::{load, save};
 use crate::config::Config;
+use crate::model::SegmentField;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;

@@ -4,7 +4,7 @@
 //! comes in with the data).
 
 pub mod event;
-pub mod plan;
+
 pub mod segment;
 
 pub use event::{DriftEvent, Moved, Observation};

@@ -15,8 +15,8 @@ use crate::spc::ewma::Ewma;
 use crate::spc::hotelling::HotellingT2;
 use crate::spc::shewhart::Shewhart;
 use crate::spc::{Direction, Signal};
-use crate::stats::ecdf::unit_from_hash;
 use crate::stats::gtest::homogeneity;
+use crate::stats::pit::{pit_uniform, session_uniform};
 use crate::stats::{Ecdf, dist};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -27,25 +27,6 @@ pub const RING: usize = 20;
 
 /// Moved items reported per event.
 const TOP: usize = 5;
-
-/// Deterministic U(0,1) for randomized PIT, from the session and what is scored.
-pub fn pit_uniform(session_id: &str, what: &str, seq: u64) -> f64 {
-    let mut h = crate::features::sequence::Fnv::default();
-    h.write(session_id.as_bytes());
-    h.write(&[0]);
-    h.write(what.as_bytes());
-    h.write(&seq.to_le_bytes());
-    unit_from_hash(h.finish())
-}
-
-/// The uniform shared by all of a session's features. One draw per session
-/// (not per feature) breaks ties the same way for every feature, so two
-/// features with the same ranks get the same score and a multivariate chart
-/// sees no spurious spread between them; each feature's score stays exactly
-/// N(0,1) on its own.
-pub fn session_uniform(session_id: &str) -> f64 {
-    pit_uniform(session_id, "session", 0)
-}
 
 /// Per-session state the in-session detectors keep (owned by the engine).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

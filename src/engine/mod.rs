@@ -15,10 +15,10 @@ pub mod pipeline;
 pub mod replay;
 pub mod saved;
 
-use crate::baseline::train::segment_of;
 use crate::baseline::types::{Baseline, SegmentBaseline};
 use crate::detect::{Ctx, DriftEvent, InSession, SegmentDetectors};
 use crate::features::{Lexicons, SessionAccumulator, SessionFeatures};
+use crate::model::segment_of;
 use crate::model::{Outcome, OutcomeSource, PriceTable, SegmentKey, Step, StepKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};

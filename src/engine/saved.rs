@@ -72,22 +72,6 @@ impl Serialize for Unsaved<'_> {
     }
 }
 
-/// The sessions whose state is a row: those out of memory and those in
-/// memory whose row is up to date.
-pub(super) struct AllSaved<'a> {
-    pub saved: &'a HashMap<String, SavedRef>,
-    pub open: &'a HashMap<String, Box<OpenSession>>,
-}
-
-impl AllSaved<'_> {
-    fn iter(&self) -> impl Iterator<Item = (&String, SavedRef)> + Clone + '_ {
-        self.saved
-            .iter()
-            .map(|(k, r)| (k, *r))
-            .chain(self.open.iter().filter_map(|(k, o)| o.saved_ref().map(|r| (k, r))))
-    }
-}
-
 impl OpenSession {
     /// Whether its state differs from its row (or it has none).
     pub(super) fn needs_row(&self) -> bool {
@@ -119,13 +103,16 @@ impl Scorer {
 
     /// Every row the scorer's state refers to (the rest of the store's rows are garbage).
     pub fn referenced_rows(&self) -> Vec<(String, u64)> {
-        AllSaved {
-            saved: &self.saved,
-            open: &self.open,
-        }
-        .iter()
-        .map(|(k, r)| (k.clone(), r.version))
-        .collect()
+        // Those out of memory, and those in memory whose row is up to date.
+        self.saved
+            .iter()
+            .map(|(k, r)| (k.clone(), r.version))
+            .chain(
+                self.open
+                    .iter()
+                    .filter_map(|(k, o)| o.saved_ref().map(|r| (k.clone(), r.version))),
+            )
+            .collect()
     }
 
     /// The highest row version written (a restore adopts rows up to it).
@@ -144,7 +131,7 @@ impl Scorer {
     }
 
     /// Writes every open session that changed since its row, so the next
-    /// snapshot names rows instead of carrying sessions; returns the rows
+    /// snapshot leaves them out (a restore adopts their rows); returns the rows
     /// that snapshot makes obsolete (delete them when it is saved). On a
     /// write failure the sessions stay unsaved: the snapshot carries them.
     pub fn checkpoint(&mut self) -> Result<Vec<(String, u64)>, String> {

@@ -2,6 +2,7 @@
 //! repetition (same call with same arguments, short tool cycles) that loop
 //! detection calibrates against.
 
+pub use crate::stats::hash::{Fnv, FnvState};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -19,31 +20,6 @@ pub const MAX_CYCLE: usize = 4;
 
 /// Cap on distinct (tool, args) keys tracked per session, so state stays bounded.
 pub const MAX_CALL_KEYS: usize = 4096;
-
-/// FNV-1a, a stable hash (same value on every build and platform).
-#[derive(Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    /// Feeds bytes.
-    pub fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    /// The hash so far.
-    pub fn finish(self) -> u64 {
-        self.0
-    }
-}
 
 /// Hash of a string.
 pub fn hash_str(s: &str) -> u64 {
@@ -114,18 +90,6 @@ impl std::hash::Hasher for PreHashed {
 
 /// Build hasher for [`PreHashed`] keys.
 pub type PreHashedState = std::hash::BuildHasherDefault<PreHashed>;
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        Fnv::write(self, bytes);
-    }
-}
-
-/// Build hasher for FNV-1a (fast for short keys such as words and tool names).
-pub type FnvState = std::hash::BuildHasherDefault<Fnv>;
 
 /// Repetition seen at one tool call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

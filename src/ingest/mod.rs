@@ -4,8 +4,10 @@
 //!
 //! Formats: native NDJSON and MessagePack ([`native`]), and OTLP traces and
 //! logs in protobuf or JSON encoding ([`otlp`]) mapped from the OpenTelemetry
-//! GenAI, OpenInference and OpenLLMetry conventions ([`otel`]).
+//! GenAI, OpenInference and OpenLLMetry conventions ([`otel`]). Files and
+//! folders on disk are expanded, read and streamed in order by [`files`].
 
+pub mod files;
 pub mod native;
 pub mod otel;
 pub mod otlp;

@@ -308,7 +308,7 @@ pub fn inject(sessions: Vec<Session>, kind: DriftKind, magnitude: f64, seed: u64
 pub fn split_sessions(sessions: Vec<Session>, holdout_fraction: f64, seed: u64) -> (Vec<Session>, Vec<Session>) {
     sessions
         .into_iter()
-        .partition(|s| crate::detect::segment::pit_uniform(&s.id, "split", seed) >= holdout_fraction)
+        .partition(|s| crate::stats::pit::pit_uniform(&s.id, "split", seed) >= holdout_fraction)
 }
 
 /// Whether a step is one the kind could change.

@@ -3,11 +3,13 @@
 //! Pure: no IO beyond reading a price file on request, no async.
 
 pub mod price;
+pub mod segment;
 pub mod session;
 pub mod step;
 
 pub use price::{ModelPrice, PriceError, PriceTable};
-pub use session::{Grouped, POOLED_TASK_TYPE, SegmentKey, Session, group_sessions};
+pub use segment::{POOLED_TASK_TYPE, SegmentField, SegmentKey, segment_of, task_part};
+pub use session::{Grouped, Session, group_sessions};
 pub use step::{
     DEFAULT_TASK_TYPE, ErrorClass, MemoryOp, Outcome, OutcomeSource, Requestor, STEP_SCHEMA_VERSION, Status, Step,
     StepInvalid, StepKind,

@@ -1,47 +1,9 @@
 //! Sessions: the ordered steps of one agent task, and the segment they belong to.
 
+use super::segment::SegmentKey;
 use super::step::{Step, StepKind};
-use serde::{Deserialize, Serialize};
+
 use std::collections::HashMap;
-use std::fmt;
-
-/// The unit every baseline and detector is kept per: (agent, task type).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SegmentKey {
-    /// Agent name.
-    pub agent: String,
-    /// Task type, or `*` for an agent's pooled segment.
-    pub task_type: String,
-}
-
-/// Task type of the pooled per-agent segment that rare task types fall back to.
-pub const POOLED_TASK_TYPE: &str = "*";
-
-impl SegmentKey {
-    /// Builds a key.
-    pub fn new(agent: impl Into<String>, task_type: impl Into<String>) -> SegmentKey {
-        SegmentKey {
-            agent: agent.into(),
-            task_type: task_type.into(),
-        }
-    }
-
-    /// The agent's pooled fallback segment.
-    pub fn pooled(&self) -> SegmentKey {
-        SegmentKey::new(self.agent.clone(), POOLED_TASK_TYPE)
-    }
-
-    /// True for a pooled `*` segment.
-    pub fn is_pooled(&self) -> bool {
-        self.task_type == POOLED_TASK_TYPE
-    }
-}
-
-impl fmt::Display for SegmentKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.agent, self.task_type)
-    }
-}
 
 /// One session: steps sorted by `seq`, duplicates of a `seq` removed.
 #[derive(Clone, Debug, PartialEq)]

@@ -2,73 +2,20 @@
 //! decides idle closes (by logging them first), persists events and closed
 //! sessions through the writer, snapshots its state, answers report queries.
 
+use super::messages::{ChartState, EngineMsg, EngineReport, WriteMsg};
 use super::metrics::Metrics;
 use super::now_ms;
-use super::writer::{WriteMsg, WriterHandle};
-use crate::engine::ScorerStats;
+use super::writer::WriterHandle;
 use crate::engine::pipeline::{Applied, Input, Pipeline};
 use crate::ingest::ReadOptions;
-use crate::ingest::otel::assemble::AssembleStats;
 use crate::store::{
     Derived, LogEntry, OtlpEncoding, OtlpRecords, OtlpRequest, OtlpSignal, SessionRow, Snapshot, StoredSession,
 };
-use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// Work for the engine.
-pub enum EngineMsg {
-    /// Log entries, in commit order.
-    Log(Vec<LogEntry>),
-    /// Time passed: check idle sessions, maybe snapshot, refresh gauges.
-    Tick,
-    /// A report of the running state.
-    Report(oneshot::Sender<EngineReport>),
-    /// Process everything queued, snapshot, answer.
-    Flush(oneshot::Sender<()>),
-}
-
-/// One chart's running statistic.
-#[derive(Clone, Debug, Serialize)]
-pub struct ChartState {
-    /// Chart id.
-    pub id: String,
-    /// Latest statistic.
-    pub statistic: Option<f64>,
-    /// Its limit.
-    pub limit: Option<f64>,
-    /// Alarms so far.
-    pub alarms: u64,
-}
-
-/// The running state, for reports.
-#[derive(Clone, Debug, Serialize)]
-pub struct EngineReport {
-    /// Log position processed.
-    pub position: i64,
-    /// Sessions open (in memory or saved).
-    pub open_sessions: usize,
-    /// Of them, those saved in the store, out of memory.
-    pub saved_sessions: usize,
-    /// Bytes the reorder buffers hold.
-    pub buffered_bytes: usize,
-    /// Traces waiting to settle.
-    pub pending_traces: usize,
-    /// Spans those traces hold.
-    pub pending_spans: usize,
-    /// Span assembly counters.
-    pub assembly: AssembleStats,
-    /// Segments that stopped scoring (a detector panicked), and why; or
-    /// `engine` when applying a log entry panicked.
-    pub failed_segments: Vec<(String, String)>,
-    /// Counters and per-segment totals.
-    pub stats: ScorerStats,
-    /// Charts per segment (`agent/task_type`).
-    pub charts: BTreeMap<String, Vec<ChartState>>,
-}
 
 /// Queries the engine.
 #[derive(Clone)]

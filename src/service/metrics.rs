@@ -438,6 +438,12 @@ impl Metrics {
         s
     }
 
+    /// The same metrics in the Prometheus text format 0.0.4, for scrapers
+    /// and tools (`promtool`) that do not ask for OpenMetrics.
+    pub fn encode_prometheus_text(&self) -> String {
+        prometheus_text_of(&self.encode())
+    }
+
     /// A store commit.
     pub fn observe_commit(&self, secs: f64, steps: usize) {
         self.commit_seconds.observe(secs);
@@ -481,7 +487,7 @@ impl Metrics {
     }
 
     /// Refreshes gauges from a report of the scorer.
-    pub fn refresh(&self, r: &crate::service::engine_task::EngineReport) {
+    pub fn refresh(&self, r: &super::messages::EngineReport) {
         self.sessions_open.set(r.open_sessions as i64);
         self.unreadable_log_rows.set(r.stats.unreadable_log_rows as i64);
         self.buffered_bytes.set(r.buffered_bytes as i64);
@@ -565,5 +571,65 @@ impl Metrics {
                 self.chart_limit.get_or_create(&l).set(limit);
             }
         }
+    }
+}
+
+/// OpenMetrics text → Prometheus text format 0.0.4: a counter family is
+/// named after its `_total` samples (OpenMetrics names it without the
+/// suffix), and the `# UNIT` and `# EOF` lines, which 0.0.4 lacks, go.
+pub fn prometheus_text_of(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = if tail == "info" || tail == "stateset" {
+                    "gauge"
+                } else {
+                    tail
+                };
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_text_of;
+
+    #[test]
+    fn openmetrics_becomes_prometheus_text() {
+        let om = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{code=\"200\"} 3\n\
+                  # HELP a_wait_seconds Wait.\n# TYPE a_wait_seconds histogram\n# UNIT a_wait_seconds seconds\n\
+                  a_wait_seconds_sum 0.5\na_wait_seconds_count 1\na_wait_seconds_bucket{le=\"+Inf\"} 1\n\
+                  # HELP a_open Open.\n# TYPE a_open gauge\na_open 2\n# HELP a_done_total Done.\n\
+                  # TYPE a_done_total counter\na_done_total 1\n# EOF\n";
+        let expected = "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{code=\"200\"} 3\n\
+                        # HELP a_wait_seconds Wait.\n# TYPE a_wait_seconds histogram\n\
+                        a_wait_seconds_sum 0.5\na_wait_seconds_count 1\na_wait_seconds_bucket{le=\"+Inf\"} 1\n\
+                        # HELP a_open Open.\n# TYPE a_open gauge\na_open 2\n# HELP a_done_total Done.\n\
+                        # TYPE a_done_total counter\na_done_total 1\n";
+        assert_eq!(prometheus_text_of(om), expected);
     }
 }

@@ -14,6 +14,7 @@
 //! same state and the same event ids (events are inserted idempotently).
 
 pub mod engine_task;
+pub mod messages;
 pub mod metrics;
 pub mod saved_sessions;
 pub mod writer;
@@ -53,7 +54,7 @@ pub struct Shared {
     /// How long after a session closed a reported outcome still feeds the charts.
     pub outcome_window_secs: u64,
     /// Accepted tokens (none: no auth).
-    pub auth: crate::api::auth::Auth,
+    pub auth: crate::auth::Auth,
     /// `/metrics` needs no token.
     pub metrics_open: bool,
     /// Bound to loopback: refuse requests whose `Host` is not a loopback name.
@@ -207,7 +208,7 @@ pub fn start(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<Shared>, Workers)> {
     let idle_ms = (config.serve.idle_timeout_secs * 1000) as i64;
-    let auth = crate::api::auth::Auth::new(&config.auth.tokens, &config.auth.env_tokens)?;
+    let auth = crate::auth::Auth::new(&config.auth.tokens, &config.auth.env_tokens)?;
     anyhow::ensure!(
         config.auth.metrics == "open" || config.auth.metrics == "read",
         "[auth] metrics must be `read` or `open`, got `{}`",
@@ -230,7 +231,7 @@ pub fn start(
     )?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, _) = broadcast::channel(4096);
-    let (engine_tx, engine_rx) = mpsc::sync_channel::<engine_task::EngineMsg>(256);
+    let (engine_tx, engine_rx) = mpsc::sync_channel::<messages::EngineMsg>(256);
     let (writer, writer_thread) = writer::spawn(store.clone(), engine_tx.clone(), events_tx.clone(), metrics.clone());
     let engine_thread = engine_task::spawn(
         pipeline,

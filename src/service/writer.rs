@@ -5,10 +5,10 @@
 //! answers each request and passes its log entries to the engine, in
 //! commit order (pipelined group commit).
 
-use super::engine_task::EngineMsg;
+use super::messages::{EngineMsg, WriteMsg};
 use super::metrics::Metrics;
 use crate::detect::DriftEvent;
-use crate::store::{Appended, Derived, LogEntry, NewRecord, Snapshot, Store, StoreError};
+use crate::store::{Appended, LogEntry, NewRecord, Store, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -16,43 +16,6 @@ use tokio::sync::{broadcast, oneshot};
 
 /// Largest group of steps committed in one transaction.
 const MAX_GROUP_STEPS: usize = 50_000;
-
-/// Work for the writer.
-pub enum WriteMsg {
-    /// Append records; answer after commit.
-    Append {
-        /// Records.
-        records: Vec<NewRecord>,
-        /// Receive time.
-        received_ms: i64,
-        /// Answer.
-        reply: oneshot::Sender<Result<Appended, StoreError>>,
-    },
-    /// Log an idle close decided after processing the log up to `after`.
-    Close {
-        /// Session.
-        session_id: String,
-        /// Position.
-        after: i64,
-        /// When it was decided, unix ms.
-        decided_ms: i64,
-    },
-    /// Log the settles of traces decided after processing the log up to `after`.
-    Settle {
-        /// Traces.
-        trace_ids: Vec<String>,
-        /// Position.
-        after: i64,
-        /// When it was decided, unix ms.
-        decided_ms: i64,
-    },
-    /// Store what the engine derived (then publish the new events).
-    Persist(Box<Derived>),
-    /// Save a scorer snapshot.
-    Snapshot(Snapshot),
-    /// Finish pending work and stop.
-    Shutdown(oneshot::Sender<()>),
-}
 
 /// Sends work to the writer.
 #[derive(Clone)]
@@ -479,7 +442,7 @@ mod tests {
     use super::*;
     use crate::model::{Step, StepKind};
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{EventPage, EventQuery, SessionRow, StoredSession};
+    use crate::store::{Derived, EventPage, EventQuery, SessionRow, Snapshot, StoredSession};
     use std::sync::Mutex;
     use std::sync::atomic::AtomicU64;
     use std::time::Duration;

@@ -31,11 +31,6 @@ pub enum EcdfError {
     NonFinite,
 }
 
-/// A deterministic uniform in (0, 1) from a 64-bit hash.
-pub fn unit_from_hash(h: u64) -> f64 {
-    ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-}
-
 impl Ecdf {
     /// Builds from a sample.
     pub fn new(sample: &[f64]) -> Result<Ecdf, EcdfError> {

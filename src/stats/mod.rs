@@ -4,7 +4,9 @@
 pub mod dist;
 pub mod ecdf;
 pub mod gtest;
+pub mod hash;
 pub mod linalg;
+pub mod pit;
 pub mod quadrature;
 pub mod ranks;
 pub mod root;

@@ -1296,8 +1296,7 @@ mod tests {
         // the first restarts come later and the writing goes on longer; a
         // WAL that is never restarted tracks what was written and fails
         // after 20 s.
-        while started.elapsed() < std::time::Duration::from_secs(20)
-            && (written < 30_000_000 || largest >= written / 3)
+        while started.elapsed() < std::time::Duration::from_secs(20) && (written < 30_000_000 || largest >= written / 3)
         {
             std::thread::sleep(std::time::Duration::from_millis(1));
             let batch: Vec<NewRecord> = (0..10)

@@ -1,7 +1,7 @@
-//! Reading input files for the CLI: expand directories, detect formats,
+//! Reading input files (training, eval, inspect): expand directories, detect formats,
 //! read in parallel, attach file names to record errors, fill computed costs.
 
-use crate::ingest::{self, Format, InputFile, ReadOptions, RecordError};
+use super::{self as ingest, Format, InputFile, ReadOptions, RecordError};
 use crate::model::{PriceTable, Step};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
