@@ -2,7 +2,6 @@
 //! result; content-type dispatch and body limits live in extractors; errors
 //! map to HTTP only in [`error`].
 
-pub mod auth;
 pub mod error;
 pub mod grpc;
 pub mod ingest;
@@ -111,12 +110,12 @@ async fn method_not_allowed(req: Request) -> ApiError {
 }
 
 /// The scope a request needs (`None`: open).
-fn scope_of(req: &Request, metrics_open: bool) -> Option<auth::Scope> {
+fn scope_of(req: &Request, metrics_open: bool) -> Option<crate::auth::Scope> {
     match req.uri().path() {
         "/healthz" | "/readyz" => None,
         "/metrics" if metrics_open => None,
-        _ if req.method() == axum::http::Method::POST => Some(auth::Scope::Ingest),
-        _ => Some(auth::Scope::Read),
+        _ if req.method() == axum::http::Method::POST => Some(crate::auth::Scope::Ingest),
+        _ => Some(crate::auth::Scope::Read),
     }
 }
 
@@ -250,20 +249,31 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>,
     Ok(Json(serde_json::json!({"status": "ready"})))
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     // Gauges are refreshed every second; refresh them now so a scrape right
     // after ingestion sees it.
     if let Some(r) = s.engine.report().await {
         s.metrics.refresh(&r);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
-        .into_response()
+    // OpenMetrics to those that ask for it (Prometheus does); the 0.0.4 text
+    // format to everyone else, as the Prometheus client libraries do.
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            s.metrics.encode(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            s.metrics.encode_prometheus_text(),
+        )
+            .into_response()
+    }
 }
 
 /// A request body within the configured limit (413 as JSON otherwise).
