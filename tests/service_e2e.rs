@@ -353,8 +353,52 @@ async fn end_to_end_over_http() {
         assert!(metrics.contains(name), "{name} in /metrics");
     }
 
-    // Every documented path answers.
+    // Content negotiation: OpenMetrics when asked for, the 0.0.4 text format
+    // otherwise, with the same samples.
+    let om = c
+        .get(format!("{url}/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let om = om.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n") && om.contains("# TYPE agentdrift_ingest_steps counter"));
+    let plain = c.get(format!("{url}/metrics")).send().await.unwrap();
+    assert!(
+        plain.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let plain = plain.text().await.unwrap();
+    assert!(!plain.contains("# EOF") && plain.contains("# TYPE agentdrift_ingest_steps_total counter"));
+
+    // Every documented path answers, and the document is valid OpenAPI.
     let doc = get_json(&c, &format!("{url}/openapi.json")).await;
+    let req = crate::support::repo().join("fixtures/requirements-openapi.txt");
+    let py = crate::support::python_env("openapi", &req);
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = std::process::Command::new(&py)
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator rejects /openapi.json:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (path, item) in doc["paths"].as_object().unwrap() {
         if item.get("get").is_none() || path.contains("stream") {
             continue;

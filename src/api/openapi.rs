@@ -36,7 +36,7 @@ pub fn document() -> &'static Value {
             param("cursor", "query", "`next_cursor` of the previous page", json!({"type": "integer"})),
         ];
         json!({
-            "openapi": "3.0.3",
+            "openapi": "3.1.0",
             "info": {
                 "title": "agentdrift",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -167,7 +167,7 @@ pub fn document() -> &'static Value {
                                   "404": error_response("No such segment")}
                 }},
                 "/metrics": {"get": {"summary": "Prometheus exposition",
-                    "responses": {"200": {"description": "OpenMetrics text", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
+                    "responses": {"200": {"description": "Prometheus text format 0.0.4; OpenMetrics when Accept asks for it", "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}, "application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
                 "/healthz": {"get": {"summary": "Liveness", "responses": {"200": ok_json("Alive", json!({"type": "object"}))}}},
                 "/readyz": {"get": {"summary": "Readiness (store answers, scorer running)",
                     "responses": {"200": ok_json("Ready", json!({"type": "object"})), "503": error_response("Not ready")}}},

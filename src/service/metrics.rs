@@ -616,7 +616,111 @@ pub fn prometheus_text_of(openmetrics: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::prometheus_text_of;
+    use super::*;
+
+    /// (name, type, labels, help) of every family, from the Prometheus text
+    /// of a registry where every family has a sample.
+    fn families() -> Vec<(String, String, String, String)> {
+        let m = Metrics::new();
+        let x = || "x".to_string();
+        m.ingest_steps.get_or_create(&FormatLabel { format: x() }).inc();
+        m.ingest_rejected.get_or_create(&FormatLabel { format: x() }).inc();
+        m.requests
+            .get_or_create(&RequestLabels {
+                endpoint: x(),
+                code: x(),
+            })
+            .inc();
+        m.events
+            .get_or_create(&DetectorLabels {
+                segment: x(),
+                detector: x(),
+            })
+            .inc();
+        m.sessions_closed
+            .get_or_create(&CloseLabels {
+                segment: x(),
+                reason: x(),
+            })
+            .inc();
+        for g in [
+            &m.success_ratio,
+            &m.escalation_ratio,
+            &m.tool_failure_ratio,
+            &m.cost_usd,
+            &m.cost_per_success_usd,
+            &m.session_duration_seconds,
+            &m.session_steps,
+        ] {
+            g.get_or_create(&SegmentLabel { segment: x() }).set(1.0);
+        }
+        m.tokens
+            .get_or_create(&TokenLabels {
+                segment: x(),
+                direction: x(),
+            })
+            .set(1.0);
+        m.otlp_assembly.get_or_create(&AssemblyLabel { what: x() }).inc();
+        m.chart_statistic
+            .get_or_create(&DetectorLabels {
+                segment: x(),
+                detector: x(),
+            })
+            .set(1.0);
+        m.chart_limit
+            .get_or_create(&DetectorLabels {
+                segment: x(),
+                detector: x(),
+            })
+            .set(1.0);
+        let text = m.encode_prometheus_text();
+        let mut out: Vec<(String, String, String, String)> = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                out.push((name.into(), String::new(), String::new(), help.into()));
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                out.last_mut().unwrap().1 = rest.split_once(' ').unwrap().1.into();
+            } else if let Some((_, labels)) = line.split_once('{') {
+                let last = out.last_mut().unwrap();
+                if last.2.is_empty() {
+                    let names: Vec<String> = labels
+                        .split(',')
+                        .filter_map(|kv| kv.split_once('=').map(|(k, _)| format!("`{k}`")))
+                        .filter(|k| k != "`le`")
+                        .collect();
+                    last.2 = names.join(", ");
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_readme_metric_table_is_the_registry() {
+        let expected: Vec<String> = families()
+            .into_iter()
+            .map(|(name, kind, labels, help)| {
+                let labels = if labels.is_empty() { "—".to_string() } else { labels };
+                format!("| `{name}` | {kind} | {labels} | {help} |")
+            })
+            .collect();
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("<!-- metrics -->")
+            .expect("README holds the metric table after <!-- metrics -->");
+        let table: Vec<String> = readme[start..]
+            .lines()
+            .skip(3)
+            .take_while(|l| l.starts_with('|'))
+            .map(String::from)
+            .collect();
+        assert!(
+            table == expected,
+            "README's metric table differs from the registry; it should read:\n{}",
+            expected.join("\n")
+        );
+    }
 
     #[test]
     fn openmetrics_becomes_prometheus_text() {
