@@ -532,6 +532,9 @@ async fn bad_input_gets_4xx_with_the_field_named_and_the_server_stays_up() {
     let r = c.get(format!("{url}/v1/events?limit=zero")).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["field"], "limit");
+    let r = c.get(format!("{url}/v1/events?order=sideways")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["field"], "order");
     let r = c.get(format!("{url}/v1/events?colour=red")).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(c.get(format!("{url}/v1/nothing")).send().await.unwrap().status(), 404);
@@ -745,6 +748,7 @@ async fn sigkill_loses_nothing_acknowledged_and_scoring_continues() {
             None => break,
         }
     }
+    assert_newest_first(&c, &url).await;
     let b = std::sync::Arc::new(agentdrift::baseline::load(&baseline).unwrap());
     let mut scorer = agentdrift::engine::Scorer::new(b, Default::default(), 300_000).unwrap();
     let mut expected = BTreeSet::new();
@@ -759,6 +763,30 @@ async fn sigkill_loses_nothing_acknowledged_and_scoring_continues() {
     assert!(!expected.is_empty(), "the drifted traffic raises events");
     assert_eq!(events, expected);
     server.terminate();
+}
+
+/// Newest first is the oldest-first listing reversed, a page at a time.
+async fn assert_newest_first(c: &reqwest::Client, url: &str) {
+    let all = get_json(c, &format!("{url}/v1/events?limit=1000")).await;
+    let mut ids: Vec<Value> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert!(all["next_cursor"].is_null(), "one page holds them all");
+    ids.reverse();
+    let (mut newest, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let p = get_json(c, &format!("{url}/v1/events?order=newest&limit=2{cursor}")).await;
+        newest.extend(p["events"].as_array().unwrap().iter().map(|e| e["id"].clone()));
+        match p["next_cursor"].as_i64() {
+            Some(n) => cursor = format!("&cursor={n}"),
+            None => break,
+        }
+    }
+    assert!(ids.len() >= 2);
+    assert_eq!(newest, ids);
 }
 
 /// A Python with the OpenTelemetry exporter, provisioned by the test itself.

@@ -34,6 +34,7 @@ pub fn document() -> &'static Value {
             param("session", "query", "Events of one session", json!({"type": "string"})),
             param("limit", "query", "Page size, 1–1000 (default 100)", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
             param("cursor", "query", "`next_cursor` of the previous page", json!({"type": "integer"})),
+            param("order", "query", "`oldest` first (default) or `newest` first (listing only)", json!({"type": "string", "enum": ["oldest", "newest"]})),
         ];
         json!({
             "openapi": "3.1.0",

@@ -37,6 +37,7 @@ pub struct EventsParams {
     session: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    order: Option<String>,
 }
 
 fn parse_num<T: std::str::FromStr>(field: &str, v: &Option<String>) -> Result<Option<T>, ApiError> {
@@ -78,6 +79,16 @@ pub async fn list_events(
         session: p.session,
         cursor: parse_num("cursor", &p.cursor)?,
         limit,
+        newest_first: match p.order.as_deref() {
+            None | Some("oldest") => false,
+            Some("newest") => true,
+            Some(other) => {
+                return Err(ApiError::BadQuery {
+                    field: "order".into(),
+                    message: format!("expected oldest or newest, got `{other}`"),
+                });
+            }
+        },
     };
     let store = s.store.clone();
     Ok(Json(blocking(move || Ok(store.events(&query)?)).await?))
@@ -467,26 +478,15 @@ pub async fn segment_report(
     let store = s.store.clone();
     let n2 = name.clone();
     let recent = blocking(move || {
-        // The newest events: page to the end, keep the last 20.
-        let mut q = EventQuery {
+        // The newest 20, oldest of them first.
+        let mut page = store.events(&EventQuery {
             segment: Some(n2),
-            limit: 1000,
+            limit: 20,
+            newest_first: true,
             ..EventQuery::default()
-        };
-        let mut all = Vec::new();
-        loop {
-            let p = store.events(&q)?;
-            all.extend(p.events);
-            match p.next_cursor {
-                Some(c) => q.cursor = Some(c),
-                None => break,
-            }
-            if all.len() > 20_000 {
-                break;
-            }
-        }
-        let n = all.len();
-        Ok(all.split_off(n.saturating_sub(20)))
+        })?;
+        page.events.reverse();
+        Ok(page.events)
     })
     .await?;
     let moved = recent

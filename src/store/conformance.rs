@@ -371,6 +371,22 @@ pub fn events_are_idempotent_and_filterable(b: &mut dyn Backend) {
         })
         .unwrap();
     assert_eq!(ses.events.len(), 2);
+    // Newest first, paged, with a filter.
+    let mut q = EventQuery {
+        segment: Some("a/x".into()),
+        limit: 3,
+        newest_first: true,
+        ..EventQuery::default()
+    };
+    let n1 = s.events(&q).unwrap();
+    assert_eq!(
+        n1.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e6", "e4", "e2"]
+    );
+    q.cursor = n1.next_cursor;
+    let n2 = s.events(&q).unwrap();
+    assert_eq!(n2.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e0"]);
+    assert_eq!(n2.next_cursor, None);
     assert_eq!(s.event("e4").unwrap().unwrap(), evs[4]);
     assert!(s.event("nope").unwrap().is_none());
 }

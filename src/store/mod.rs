@@ -352,7 +352,7 @@ pub struct SessionPage {
 /// A page of events.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventPage {
-    /// Events, oldest first.
+    /// Events, oldest first (newest first when asked).
     pub events: Vec<DriftEvent>,
     /// Cursor to pass to get the next page (`None`: no more now).
     pub next_cursor: Option<i64>,
@@ -369,10 +369,12 @@ pub struct EventQuery {
     pub since: Option<i64>,
     /// Events of this session.
     pub session: Option<String>,
-    /// Events after this cursor.
+    /// Events after this cursor (before it, newest first).
     pub cursor: Option<i64>,
     /// Page size.
     pub limit: usize,
+    /// Newest first (the latest events without paging through all of them).
+    pub newest_first: bool,
 }
 
 /// A stored closed session.

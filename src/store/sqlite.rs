@@ -904,25 +904,31 @@ impl Store for SqliteStore {
     fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
         let limit = q.limit.clamp(1, 1000);
         let rows: Vec<(i64, String)> = self.read(|c| {
-            let mut st = c.prepare_cached(
+            let mut st = c.prepare_cached(if q.newest_first {
+                "SELECT rid, body FROM events
+                 WHERE rid < ?1
+                   AND (?2 IS NULL OR segment = ?2)
+                   AND (?3 IS NULL OR detector = ?3 OR kind = ?3)
+                   AND (?4 IS NULL OR ts >= ?4)
+                   AND (?5 IS NULL OR session_id = ?5)
+                 ORDER BY rid DESC LIMIT ?6"
+            } else {
                 "SELECT rid, body FROM events
                  WHERE rid > ?1
                    AND (?2 IS NULL OR segment = ?2)
                    AND (?3 IS NULL OR detector = ?3 OR kind = ?3)
                    AND (?4 IS NULL OR ts >= ?4)
                    AND (?5 IS NULL OR session_id = ?5)
-                 ORDER BY rid LIMIT ?6",
-            )?;
+                 ORDER BY rid LIMIT ?6"
+            })?;
+            let start = match (q.cursor, q.newest_first) {
+                (Some(c), _) => c,
+                (None, false) => 0,
+                (None, true) => i64::MAX,
+            };
             let rows = st
                 .query_map(
-                    params![
-                        q.cursor.unwrap_or(0),
-                        q.segment,
-                        q.detector,
-                        q.since,
-                        q.session,
-                        limit as i64 + 1
-                    ],
+                    params![start, q.segment, q.detector, q.since, q.session, limit as i64 + 1],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
