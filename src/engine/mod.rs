@@ -18,7 +18,6 @@ pub mod saved;
 use crate::baseline::types::{Baseline, SegmentBaseline};
 use crate::detect::{Ctx, DriftEvent, InSession, SegmentDetectors};
 use crate::features::{Lexicons, SessionAccumulator, SessionFeatures};
-use crate::model::segment_of;
 use crate::model::{Outcome, OutcomeSource, PriceTable, SegmentKey, Step, StepKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -439,12 +438,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 /// The segment baseline a session with this first step is scored against,
 /// and its own segment when that is a fallback (same rule as the scorer).
 pub fn resolve_segment<'a>(baseline: &'a Baseline, first: &Step) -> (Option<&'a SegmentBaseline>, Option<SegmentKey>) {
-    let own = segment_of(first, &baseline.meta.config.segment_by);
-    if let Some(s) = baseline.segment(&own) {
-        return (Some(s), None);
-    }
-    let pooled = own.pooled();
-    (baseline.segment(&pooled), Some(own))
+    crate::model::resolve(first, &baseline.meta.config.segment_by, |k| baseline.segment(k))
 }
 
 /// Identity of a baseline for snapshot matching (its training time and inputs).
@@ -530,14 +524,9 @@ impl Scorer {
 
     /// Resolves the segment a session is scored against.
     pub fn resolve(&self, first: &Step) -> (Option<usize>, Option<SegmentKey>) {
-        let own = segment_of(first, &self.baseline.meta.config.segment_by);
-        if let Some(&i) = self.index.get(&own) {
-            return (Some(i), None);
-        }
-        match self.index.get(&own.pooled()) {
-            Some(&i) => (Some(i), Some(own)),
-            None => (None, Some(own)),
-        }
+        crate::model::resolve(first, &self.baseline.meta.config.segment_by, |k| {
+            self.index.get(k).copied()
+        })
     }
 
     /// Takes one step (any order); returns what it caused.

@@ -8,7 +8,7 @@ pub mod session;
 pub mod step;
 
 pub use price::{ModelPrice, PriceError, PriceTable};
-pub use segment::{POOLED_TASK_TYPE, SegmentField, SegmentKey, segment_of, task_part};
+pub use segment::{POOLED_TASK_TYPE, SegmentField, SegmentKey, resolve, segment_of, task_part};
 pub use session::{Grouped, Session, group_sessions};
 pub use step::{
     DEFAULT_TASK_TYPE, ErrorClass, MemoryOp, Outcome, OutcomeSource, Requestor, STEP_SCHEMA_VERSION, Status, Step,

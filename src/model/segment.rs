@@ -79,3 +79,18 @@ pub fn task_part(first: &Step, by: &[SegmentField]) -> String {
 pub fn segment_of(first: &Step, by: &[SegmentField]) -> SegmentKey {
     SegmentKey::new(first.agent.clone(), task_part(first, by))
 }
+
+/// The segment a session is scored against: its own when `lookup` has it,
+/// else its agent's pooled `*` one; with the own key when it fell back (or
+/// found neither). Training's segments and live scoring resolve alike.
+pub fn resolve<T>(
+    first: &Step,
+    by: &[SegmentField],
+    lookup: impl Fn(&SegmentKey) -> Option<T>,
+) -> (Option<T>, Option<SegmentKey>) {
+    let own = segment_of(first, by);
+    if let Some(t) = lookup(&own) {
+        return (Some(t), None);
+    }
+    (lookup(&own.pooled()), Some(own))
+}
