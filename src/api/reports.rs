@@ -506,7 +506,7 @@ pub async fn segment_report(
             .iter()
             .map(|c| {
                 let spec = b.charts.iter().find(|x| x.id == c.id);
-                json!({"id": c.id, "statistic": c.statistic, "limit": c.limit, "alarms": c.alarms,
+                json!({"id": c.id, "statistic": c.statistic, "limit": c.limit, "alarms": c.alarms, "rejected": c.rejected,
                        "arl0": spec.map(|x| x.arl0), "unit": spec.map(|x| x.unit.clone())})
             })
             .collect::<Vec<_>>()

@@ -63,6 +63,18 @@ struct Running {
     chart: Chart,
     recent: VecDeque<Observation>,
     alarms: u64,
+    /// Observations the chart refused (a non-finite score): counted, so a
+    /// chart that silently stops charting shows in the report and metrics.
+    #[serde(default)]
+    rejected: u64,
+}
+
+/// A chart's signal; a refused observation is counted instead of dropped unseen.
+fn counted(result: Result<Option<Signal>, crate::spc::ChartError>, rejected: &mut u64) -> Option<Signal> {
+    result.unwrap_or_else(|_| {
+        *rejected += 1;
+        None
+    })
 }
 
 /// Every running detector of one segment.
@@ -147,6 +159,7 @@ impl SegmentDetectors {
                     chart,
                     recent: VecDeque::new(),
                     alarms: 0,
+                    rejected: 0,
                 }
             })
             .collect();
@@ -270,7 +283,7 @@ impl SegmentDetectors {
                             z: Some(z),
                         },
                     );
-                    let signal = chart.observe(z).ok().flatten();
+                    let signal = counted(chart.observe(z), &mut r.rejected);
                     self.last
                         .insert(r.spec.id.clone(), (chart.statistic(), chart.next_limit()));
                     if let Some(s) = signal {
@@ -327,15 +340,15 @@ impl SegmentDetectors {
                     );
                     let (signal, stat) = match chart {
                         Chart::Ewma(c, _) => {
-                            let s = c.observe(z).ok().flatten();
+                            let s = counted(c.observe(z), &mut r.rejected);
                             (s, (c.statistic(), c.next_limit()))
                         }
                         Chart::Cusum(c) => {
-                            let s = c.observe(z).ok().flatten();
+                            let s = counted(c.observe(z), &mut r.rejected);
                             let (u, d) = c.statistic();
                             (s, (u.max(d), c.design.h))
                         }
-                        Chart::Shewhart(c) => (c.observe(z).ok().flatten(), (z, c.design.c)),
+                        Chart::Shewhart(c) => (counted(c.observe(z), &mut r.rejected), (z, c.design.c)),
                         _ => continue,
                     };
                     self.last.insert(r.spec.id.clone(), stat);
@@ -356,7 +369,10 @@ impl SegmentDetectors {
                         })
                         .collect();
                     let Some(zs) = zs else { continue };
-                    let Ok(t2) = chart.t2(&zs) else { continue };
+                    let Ok(t2) = chart.t2(&zs) else {
+                        r.rejected += 1;
+                        continue;
+                    };
                     self.last.insert(r.spec.id.clone(), (t2, chart.ucl));
                     ring_push(
                         &mut r.recent,
@@ -621,6 +637,11 @@ impl SegmentDetectors {
     pub fn alarms(&self) -> Vec<(String, u64)> {
         self.charts.iter().map(|r| (r.spec.id.clone(), r.alarms)).collect()
     }
+
+    /// Observations each chart refused (non-finite scores), by chart id.
+    pub fn rejected(&self) -> Vec<(String, u64)> {
+        self.charts.iter().map(|r| (r.spec.id.clone(), r.rejected)).collect()
+    }
 }
 
 fn univariate_event(
@@ -770,5 +791,26 @@ fn rate_event(
             s.statistic,
             s.limit
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted;
+    use crate::spc::ewma::{Ewma, EwmaDesign, EwmaLimits};
+
+    #[test]
+    fn refused_observations_are_counted_not_dropped_unseen() {
+        let mut e = Ewma::new(EwmaDesign::new(0.2, 3.0, EwmaLimits::Asymptotic).unwrap());
+        let mut rejected = 0;
+        assert_eq!(counted(e.observe(0.5), &mut rejected), None);
+        assert_eq!(rejected, 0);
+        assert_eq!(counted(e.observe(f64::NAN), &mut rejected), None);
+        assert_eq!(counted(e.observe(f64::INFINITY), &mut rejected), None);
+        assert_eq!(rejected, 2);
+        // A real shift still signals through it, and refusals left the chart as it was.
+        let signal = (0..50).find_map(|_| counted(e.observe(4.0), &mut rejected));
+        assert!(signal.is_some());
+        assert_eq!(rejected, 2);
     }
 }

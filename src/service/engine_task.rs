@@ -363,6 +363,7 @@ fn report(pipeline: &Pipeline, position: i64, engine_failures: &[(String, String
     let mut charts = BTreeMap::new();
     for (seg, det) in scorer.detectors() {
         let alarms: BTreeMap<String, u64> = det.alarms().into_iter().collect();
+        let rejected: BTreeMap<String, u64> = det.rejected().into_iter().collect();
         charts.insert(
             seg.key.to_string(),
             seg.charts
@@ -372,6 +373,7 @@ fn report(pipeline: &Pipeline, position: i64, engine_failures: &[(String, String
                     statistic: det.last.get(&c.id).map(|x| x.0),
                     limit: det.last.get(&c.id).map(|x| x.1),
                     alarms: alarms.get(&c.id).copied().unwrap_or(0),
+                    rejected: rejected.get(&c.id).copied().unwrap_or(0),
                 })
                 .collect(),
         );

@@ -70,6 +70,8 @@ pub struct ChartState {
     pub limit: Option<f64>,
     /// Alarms so far.
     pub alarms: u64,
+    /// Observations it refused so far (non-finite scores).
+    pub rejected: u64,
 }
 
 /// The running state, for reports.

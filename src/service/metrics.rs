@@ -160,6 +160,8 @@ pub struct Metrics {
     pub chart_statistic: Family<DetectorLabels, FGauge>,
     /// Its limit.
     pub chart_limit: Family<DetectorLabels, FGauge>,
+    /// Observations a chart refused (non-finite scores).
+    pub chart_rejected: Family<DetectorLabels, Gauge>,
     lock: Mutex<()>,
 }
 
@@ -216,6 +218,7 @@ impl Metrics {
             assembly_seen: Mutex::new(Default::default()),
             chart_statistic: Family::default(),
             chart_limit: Family::default(),
+            chart_rejected: Family::default(),
             registry: Registry::default(),
             lock: Mutex::new(()),
         };
@@ -367,6 +370,11 @@ impl Metrics {
             m.chart_statistic.clone(),
         );
         r.register("agentdrift_chart_limit", "Limit of each chart", m.chart_limit.clone());
+        r.register(
+            "agentdrift_chart_rejected_observations",
+            "Observations a chart refused since start (non-finite scores; charts that refuse none have no series)",
+            m.chart_rejected.clone(),
+        );
         r.register(
             "agentdrift_http_connections",
             "Open HTTP connections",
@@ -560,6 +568,13 @@ impl Metrics {
         }
         for (seg, charts) in &r.charts {
             for c in charts {
+                if c.rejected > 0 {
+                    let l = DetectorLabels {
+                        segment: seg.clone(),
+                        detector: c.id.clone(),
+                    };
+                    self.chart_rejected.get_or_create(&l).set(c.rejected as i64);
+                }
                 let (Some(stat), Some(limit)) = (c.statistic, c.limit) else {
                     continue;
                 };
@@ -673,6 +688,12 @@ mod tests {
                 detector: x(),
             })
             .set(1.0);
+        m.chart_rejected
+            .get_or_create(&DetectorLabels {
+                segment: x(),
+                detector: x(),
+            })
+            .set(1);
         let text = m.encode_prometheus_text();
         let mut out: Vec<(String, String, String, String)> = Vec::new();
         for line in text.lines() {
