@@ -69,6 +69,23 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The store failed during recovery.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The scorer could not be built from the baseline.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    /// A token in `[auth]` is malformed.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
+    /// `[auth] metrics` holds neither `read` nor `open`.
+    #[error("[auth] metrics must be `read` or `open`, got `{0}`")]
+    MetricsAccess(String),
+}
+
 /// Wall clock, unix ms.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -102,8 +119,8 @@ pub fn recover(
     idle_timeout_ms: i64,
     config: PipelineConfig,
     read_opts: &ReadOptions,
-) -> anyhow::Result<(Pipeline, i64)> {
-    let new_scorer = || -> anyhow::Result<Scorer> {
+) -> Result<(Pipeline, i64), ServiceError> {
+    let new_scorer = || -> Result<Scorer, ServiceError> {
         Ok(Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?
             .with_limits(config.limits)
             .with_session_store(Box::new(saved_sessions::StoreSessions(store.clone()))))
@@ -206,14 +223,12 @@ pub fn start(
     config: &Config,
     prices: PriceTable,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<(Arc<Shared>, Workers)> {
+) -> Result<(Arc<Shared>, Workers), ServiceError> {
     let idle_ms = (config.serve.idle_timeout_secs * 1000) as i64;
     let auth = crate::auth::Auth::new(&config.auth.tokens, &config.auth.env_tokens)?;
-    anyhow::ensure!(
-        config.auth.metrics == "open" || config.auth.metrics == "read",
-        "[auth] metrics must be `read` or `open`, got `{}`",
-        config.auth.metrics
-    );
+    if config.auth.metrics != "open" && config.auth.metrics != "read" {
+        return Err(ServiceError::MetricsAccess(config.auth.metrics.clone()));
+    }
     let read_opts = {
         let mut o = ReadOptions::default();
         if !config.serve.task_type_attributes.is_empty() {
