@@ -384,6 +384,33 @@ fn an_inconsistent_baseline_is_refused_naming_what_is_wrong() {
     );
 }
 
+#[test]
+fn a_bad_metrics_access_setting_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agentdrift.toml");
+    std::fs::write(&cfg, "[auth]\nmetrics = \"public\"\n").unwrap();
+    let b = baseline();
+    let err = refused_start(
+        &[
+            "--baseline",
+            b.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "off",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("[auth] metrics must be `read` or `open`, got `public`"),
+        "{err}"
+    );
+}
+
 fn serve_args<'a>(b: &'a str, data: &'a str) -> Vec<&'a str> {
     vec![
         "--baseline",
