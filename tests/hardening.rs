@@ -365,19 +365,8 @@ fn an_inconsistent_baseline_is_refused_naming_what_is_wrong() {
     b.segments[0].markov.counts.truncate(k);
     let bad = dir.path().join("bad.adb");
     agentdrift::baseline::file::save(&b, &bad).unwrap();
-    let err = refused_start(
-        &[
-            "--baseline",
-            bad.to_str().unwrap(),
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--otlp-grpc-listen",
-            "off",
-        ],
-        &[],
-    );
+    let data = dir.path().join("data");
+    let err = refused_start(&serve_args(bad.to_str().unwrap(), data.to_str().unwrap()), &[]);
     assert!(
         err.contains("markov.counts") && err.contains(&format!("{k} values")),
         "{err}"
@@ -390,21 +379,10 @@ fn a_bad_metrics_access_setting_is_refused_naming_it() {
     let cfg = dir.path().join("agentdrift.toml");
     std::fs::write(&cfg, "[auth]\nmetrics = \"public\"\n").unwrap();
     let b = baseline();
-    let err = refused_start(
-        &[
-            "--baseline",
-            b.to_str().unwrap(),
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--otlp-grpc-listen",
-            "off",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (b, data) = (b.to_str().unwrap(), dir.path().join("data"));
+    let mut args = serve_args(b, data.to_str().unwrap());
+    args.extend(["--config", cfg.to_str().unwrap()]);
+    let err = refused_start(&args, &[]);
     assert!(
         err.contains("[auth] metrics must be `read` or `open`, got `public`"),
         "{err}"
