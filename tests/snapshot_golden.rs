@@ -1,5 +1,5 @@
-//! The scorer snapshot format: a snapshot written by an earlier build (the
-//! golden file) still loads and scores on exactly as if the service had never
+//! The scorer snapshot format: a snapshot written when its format version was
+//! current (the golden file) still loads and scores on exactly as if the service had never
 //! stopped; a snapshot of another format version is refused, naming both.
 
 use agentdrift::engine::Scorer;
