@@ -80,7 +80,7 @@ async fn commit(state: &Shared, records: Vec<NewRecord>, started: Instant) -> Re
         .acquire()
         .await
         .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
-    let appended = state.writer.append(records, crate::service::now_ms()).await?;
+    let appended = state.writer.append(records, state.clock.now_ms()).await?;
     state.metrics.ack_seconds.observe(started.elapsed().as_secs_f64());
     Ok(appended)
 }
@@ -409,7 +409,7 @@ pub async fn post_outcome(
     }
     let closed = row.as_ref().is_some_and(|r| r.status.as_deref() == Some("closed"));
     let window_ms = (state.outcome_window_secs * 1000) as i64;
-    let now = crate::service::now_ms();
+    let now = state.clock.now_ms();
     let (charted, reason) = match (&row, closed_ms) {
         (Some(r), _) if closed && r.outcome.is_some() => {
             (false, Some("the session closed with an outcome".to_string()))

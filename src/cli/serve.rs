@@ -270,8 +270,17 @@ pub async fn start(
     tokio::sync::watch::Sender<bool>,
 )> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (shared, workers) =
-        tokio::task::spawn_blocking(move || crate::service::start(store, baseline, &cfg, prices, stop_rx)).await??;
+    let (shared, workers) = tokio::task::spawn_blocking(move || {
+        crate::service::start(
+            store,
+            baseline,
+            &cfg,
+            prices,
+            stop_rx,
+            std::sync::Arc::new(crate::service::clock::SystemClock),
+        )
+    })
+    .await??;
     Ok((shared, workers, stop_tx))
 }
 

@@ -4,7 +4,6 @@
 
 use super::messages::{ChartState, EngineMsg, EngineReport, WriteMsg};
 use super::metrics::Metrics;
-use super::now_ms;
 use super::writer::WriterHandle;
 use crate::engine::pipeline::{Applied, Input, Pipeline};
 use crate::ingest::ReadOptions;
@@ -166,6 +165,16 @@ pub fn persist_of(a: Applied, closed_ms: i64) -> Derived {
     }
 }
 
+/// How the engine thread runs.
+pub struct EngineSettings {
+    /// Seconds between snapshots.
+    pub snapshot_secs: u64,
+    /// How stored OTLP requests are read again.
+    pub read_opts: ReadOptions,
+    /// The clock idle closes and settles read.
+    pub clock: Arc<dyn super::clock::Clock>,
+}
+
 /// Starts the engine thread.
 pub fn spawn(
     mut pipeline: Pipeline,
@@ -173,9 +182,13 @@ pub fn spawn(
     rx: mpsc::Receiver<EngineMsg>,
     writer: WriterHandle,
     metrics: Arc<Metrics>,
-    snapshot_secs: u64,
-    read_opts: ReadOptions,
+    settings: EngineSettings,
 ) -> std::thread::JoinHandle<()> {
+    let EngineSettings {
+        snapshot_secs,
+        read_opts,
+        clock,
+    } = settings;
     std::thread::Builder::new()
         .name("agentdrift-engine".into())
         .spawn(move || {
@@ -188,7 +201,7 @@ pub fn spawn(
                 for c in &a.out.closed {
                     metrics.closed(c);
                 }
-                batch.merge(persist_of(a, now_ms()));
+                batch.merge(persist_of(a, clock.now_ms()));
             };
             // Sessions that changed are written as rows first; the snapshot
             // names them and carries inline only what could not be written.
@@ -258,7 +271,7 @@ pub fn spawn(
                         }
                     }
                     EngineMsg::Tick => {
-                        let now = now_ms();
+                        let now = clock.now_ms();
                         let due: Vec<String> = pipeline
                             .due_traces(now)
                             .into_iter()

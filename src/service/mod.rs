@@ -13,6 +13,7 @@
 //! engine reads it back, so replaying the log after a crash rebuilds the
 //! same state and the same event ids (events are inserted idempotently).
 
+pub mod clock;
 pub mod engine_task;
 pub mod messages;
 pub mod metrics;
@@ -67,6 +68,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Becomes true when shutdown starts (live streams end then).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The clock receive times and idle closes read.
+    pub clock: Arc<dyn clock::Clock>,
 }
 
 /// Why the service could not start.
@@ -119,6 +122,7 @@ pub fn recover(
     idle_timeout_ms: i64,
     config: PipelineConfig,
     read_opts: &ReadOptions,
+    clock: &dyn clock::Clock,
 ) -> Result<(Pipeline, i64), ServiceError> {
     let new_scorer = || -> Result<Scorer, ServiceError> {
         Ok(Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?
@@ -187,7 +191,7 @@ pub fn recover(
             position = e.id();
             let applied = engine_task::apply(&mut pipeline, e, read_opts);
             replayed += 1;
-            batch.merge(engine_task::persist_of(applied, now_ms()));
+            batch.merge(engine_task::persist_of(applied, clock.now_ms()));
         }
         store.store_derived(&batch)?;
     }
@@ -223,6 +227,7 @@ pub fn start(
     config: &Config,
     prices: PriceTable,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    clock: Arc<dyn clock::Clock>,
 ) -> Result<(Arc<Shared>, Workers), ServiceError> {
     let idle_ms = (config.serve.idle_timeout_secs * 1000) as i64;
     let auth = crate::auth::Auth::new(&config.auth.tokens, &config.auth.env_tokens)?;
@@ -243,6 +248,7 @@ pub fn start(
         idle_ms,
         pipeline_config(config),
         &read_opts,
+        &*clock,
     )?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, _) = broadcast::channel(4096);
@@ -254,8 +260,11 @@ pub fn start(
         engine_rx,
         writer.clone(),
         metrics.clone(),
-        config.serve.snapshot_secs,
-        read_opts.clone(),
+        engine_task::EngineSettings {
+            snapshot_secs: config.serve.snapshot_secs,
+            read_opts: read_opts.clone(),
+            clock: clock.clone(),
+        },
     );
     let ticker = engine_task::spawn_ticker(engine_tx.clone());
     let shared = Arc::new(Shared {
@@ -280,6 +289,7 @@ pub fn start(
         inflight: Arc::new(Semaphore::new(512)),
         ready: AtomicBool::new(true),
         shutdown,
+        clock,
     });
     Ok((
         shared,
@@ -321,5 +331,70 @@ impl Workers {
             Some(e) => Err(format!("the final snapshot could not be saved: {e}")),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock::{Clock, ManualClock};
+    use super::*;
+    use crate::model::Step;
+    use crate::store::{NewRecord, NewStep};
+
+    /// Idle closes follow the service's clock: a session closes once the
+    /// clock has moved past the idle timeout, and not before, without the
+    /// test sleeping through the timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_sessions_close_when_the_injected_clock_passes_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::open(dir.path()).unwrap());
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let baseline = Arc::new(crate::baseline::load(&root.join("baselines/taubench-gpt-4o-airline.adb")).unwrap());
+        let text = std::fs::read_to_string(root.join("fixtures/sessions/taubench-gpt-4o-airline.jsonl")).unwrap();
+        let first: Step = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let session: Vec<NewRecord> = text
+            .lines()
+            .map(|l| (l, serde_json::from_str::<Step>(l).unwrap()))
+            .take_while(|(_, s)| s.session_id == first.session_id)
+            .filter(|(_, s)| s.kind != crate::model::StepKind::End)
+            .map(|(l, s)| NewRecord::Step(NewStep { raw: l.into(), step: s }))
+            .collect();
+        let clock = Arc::new(ManualClock::at(1_700_000_000_000));
+        let config = Config::default();
+        let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (shared, workers) = {
+            let (store, baseline, clock) = (store.clone(), baseline.clone(), clock.clone());
+            tokio::task::spawn_blocking(move || start(store, baseline, &config, PriceTable::default(), stop_rx, clock))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        shared.writer.append(session, clock.now_ms()).await.unwrap();
+        let open = || async { shared.engine.report().await.unwrap().open_sessions };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while open().await != 1 {
+            assert!(std::time::Instant::now() < deadline, "the session never opened");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Ticks come every second; short of the timeout the session stays open.
+        clock.advance(299_000);
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(open().await, 1, "open before the idle timeout");
+        clock.advance(2_000);
+        while open().await != 0 {
+            assert!(std::time::Instant::now() < deadline, "the session never closed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let closed = shared
+            .store
+            .session(&first.session_id)
+            .unwrap()
+            .expect("closed session stored");
+        assert_eq!(closed.closed.reason, crate::engine::CloseReason::Idle);
+        let shared2 = shared.clone();
+        tokio::task::spawn_blocking(move || workers.shutdown(&shared2))
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
