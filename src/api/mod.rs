@@ -258,22 +258,18 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     // OpenMetrics to those that ask for it (Prometheus does); the 0.0.4 text
     // format to everyone else, as the Prometheus client libraries do.
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if accept.contains("application/openmetrics-text") {
+    let (content_type, body) = if accept.contains("application/openmetrics-text") {
         (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             s.metrics.encode(),
         )
-            .into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            "text/plain; version=0.0.4; charset=utf-8",
             s.metrics.encode_prometheus_text(),
         )
-            .into_response()
-    }
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// A request body within the configured limit (413 as JSON otherwise).

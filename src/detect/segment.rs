@@ -633,15 +633,28 @@ impl SegmentDetectors {
         v
     }
 
-    /// Alarm counts per chart id.
-    pub fn alarms(&self) -> Vec<(String, u64)> {
-        self.charts.iter().map(|r| (r.spec.id.clone(), r.alarms)).collect()
+    /// What each chart has counted so far, by chart id (for reports).
+    pub fn counts(&self) -> HashMap<&str, ChartCounts> {
+        self.charts
+            .iter()
+            .map(|r| {
+                let counts = ChartCounts {
+                    alarms: r.alarms,
+                    rejected: r.rejected,
+                };
+                (r.spec.id.as_str(), counts)
+            })
+            .collect()
     }
+}
 
-    /// Observations each chart refused (non-finite scores), by chart id.
-    pub fn rejected(&self) -> Vec<(String, u64)> {
-        self.charts.iter().map(|r| (r.spec.id.clone(), r.rejected)).collect()
-    }
+/// What one chart has counted so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChartCounts {
+    /// Alarms raised.
+    pub alarms: u64,
+    /// Observations refused (non-finite scores).
+    pub rejected: u64,
 }
 
 fn univariate_event(

@@ -375,18 +375,20 @@ fn report(pipeline: &Pipeline, position: i64, engine_failures: &[(String, String
     let (pending_traces, pending_spans) = pipeline.assembler().pending();
     let mut charts = BTreeMap::new();
     for (seg, det) in scorer.detectors() {
-        let alarms: BTreeMap<String, u64> = det.alarms().into_iter().collect();
-        let rejected: BTreeMap<String, u64> = det.rejected().into_iter().collect();
+        let counts = det.counts();
         charts.insert(
             seg.key.to_string(),
             seg.charts
                 .iter()
-                .map(|c| ChartState {
-                    id: c.id.clone(),
-                    statistic: det.last.get(&c.id).map(|x| x.0),
-                    limit: det.last.get(&c.id).map(|x| x.1),
-                    alarms: alarms.get(&c.id).copied().unwrap_or(0),
-                    rejected: rejected.get(&c.id).copied().unwrap_or(0),
+                .map(|c| {
+                    let n = counts.get(c.id.as_str()).copied().unwrap_or_default();
+                    ChartState {
+                        id: c.id.clone(),
+                        statistic: det.last.get(&c.id).map(|x| x.0),
+                        limit: det.last.get(&c.id).map(|x| x.1),
+                        alarms: n.alarms,
+                        rejected: n.rejected,
+                    }
                 })
                 .collect(),
         );

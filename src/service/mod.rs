@@ -89,13 +89,6 @@ pub enum ServiceError {
     MetricsAccess(String),
 }
 
-/// Wall clock, unix ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Decodes a snapshot: the current format, or the scorer-only format of
 /// version 1 (its span assembly starts empty).
 pub fn decode_state(bytes: &[u8]) -> Result<Result<PipelineState, ScorerState>, String> {
