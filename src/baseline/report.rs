@@ -168,7 +168,7 @@ pub fn show_text(b: &Baseline) -> String {
                 }
                 super::types::ChartDesign::Loops { thresholds } => thresholds
                     .iter()
-                    .map(|(n, k, _)| format!("{n}≥{k}"))
+                    .map(|t| format!("{}≥{}", t.name, t.k))
                     .collect::<Vec<_>>()
                     .join(" "),
             };

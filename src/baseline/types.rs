@@ -334,6 +334,30 @@ pub enum ChartTarget {
     Calibration,
 }
 
+/// When a loop statistic fires (saved as the tuple `(name, k, p)`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "(String, u32, f64)", into = "(String, u32, f64)")]
+pub struct LoopThreshold {
+    /// The loop statistic (`same_call`, `cycle2`, …).
+    pub name: String,
+    /// Fire when it reaches this count.
+    pub k: u32,
+    /// Probability per in-control session of reaching `k`.
+    pub p: f64,
+}
+
+impl From<(String, u32, f64)> for LoopThreshold {
+    fn from((name, k, p): (String, u32, f64)) -> LoopThreshold {
+        LoopThreshold { name, k, p }
+    }
+}
+
+impl From<LoopThreshold> for (String, u32, f64) {
+    fn from(t: LoopThreshold) -> (String, u32, f64) {
+        (t.name, t.k, t.p)
+    }
+}
+
 /// How a chart is designed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "chart", rename_all = "snake_case")]
@@ -376,8 +400,8 @@ pub enum ChartDesign {
     },
     /// Loop thresholds: fire when a statistic reaches its threshold.
     Loops {
-        /// (statistic name, threshold, tail probability at threshold).
-        thresholds: Vec<(String, u32, f64)>,
+        /// One threshold per loop statistic.
+        thresholds: Vec<LoopThreshold>,
     },
 }
 
@@ -586,7 +610,7 @@ impl SegmentBaseline {
                 Ok(())
             }
             ChartDesign::Loops { thresholds } => {
-                if thresholds.iter().any(|(_, t, p)| *t == 0 || !p.is_finite()) {
+                if thresholds.iter().any(|t| t.k == 0 || !t.p.is_finite()) {
                     return Err("a loop threshold is zero or its tail not finite".into());
                 }
                 Ok(())

@@ -74,6 +74,68 @@ pub struct DriftEvent {
     pub message: String,
 }
 
+/// Context of the session an observation comes from.
+pub struct Ctx<'a> {
+    /// Session id.
+    pub session_id: &'a str,
+    /// Time of the step or session end, unix ms.
+    pub ts: i64,
+    /// The session's own segment when scored against a pooled one.
+    pub fallback_from: Option<&'a SegmentKey>,
+}
+
+/// What a detector found; [`DriftEvent::raise`] adds where and when.
+pub struct Finding {
+    /// Stable id (see [`event_id`]).
+    pub id: String,
+    /// Detector id.
+    pub detector: String,
+    /// Detector family.
+    pub kind: String,
+    /// Step, for in-session detectors.
+    pub seq: Option<u64>,
+    /// The statistic that crossed its limit.
+    pub statistic: f64,
+    /// The limit.
+    pub limit: f64,
+    /// p-value, where the detector is a test.
+    pub p_value: Option<f64>,
+    /// Direction of the move, where it has one.
+    pub direction: Option<Direction>,
+    /// What moved, largest first.
+    pub moved: Vec<Moved>,
+    /// Sessions to replay.
+    pub exemplars: Vec<String>,
+    /// Observations behind the statistic.
+    pub observations: Vec<Observation>,
+    /// One-line summary.
+    pub message: String,
+}
+
+impl DriftEvent {
+    /// The one place an event is made: a finding, in its segment and session.
+    pub fn raise(segment: &SegmentKey, ctx: &Ctx, f: Finding) -> DriftEvent {
+        DriftEvent {
+            id: f.id,
+            detector: f.detector,
+            kind: f.kind,
+            segment: segment.clone(),
+            fallback_from: ctx.fallback_from.cloned(),
+            session_id: ctx.session_id.to_string(),
+            seq: f.seq,
+            ts: ctx.ts,
+            statistic: f.statistic,
+            limit: f.limit,
+            p_value: f.p_value,
+            direction: f.direction,
+            moved: f.moved,
+            exemplars: f.exemplars,
+            observations: f.observations,
+            message: f.message,
+        }
+    }
+}
+
 /// Deterministic event id from its identifying parts.
 pub fn event_id(parts: &[&str]) -> String {
     let mut h = crate::features::sequence::Fnv::default();

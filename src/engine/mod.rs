@@ -138,6 +138,9 @@ pub enum EngineError {
         /// Version of this build.
         build: String,
     },
+    /// A chart of the baseline cannot run.
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
     /// A snapshot does not belong to this baseline.
     #[error("the saved scorer state belongs to another baseline")]
     Snapshot,
@@ -470,7 +473,11 @@ impl Scorer {
                 .enumerate()
                 .map(|(i, s)| (s.key.clone(), i))
                 .collect(),
-            detectors: baseline.segments.iter().map(SegmentDetectors::new).collect(),
+            detectors: baseline
+                .segments
+                .iter()
+                .map(SegmentDetectors::new)
+                .collect::<Result<_, _>>()?,
             baseline_id: baseline_id(&baseline),
             baseline,
             prices,
@@ -876,8 +883,9 @@ impl Scorer {
         if self.failed.contains_key(&i) {
             return recorded("the session's segment stopped scoring".into());
         }
+        let seg = &self.baseline.segments[i];
         let det = &mut self.detectors[i];
-        match guarded(|| det.on_late_outcome(&ctx, success, info.confident)) {
+        match guarded(|| det.on_late_outcome(seg, &ctx, success, info.confident)) {
             Ok(events) => {
                 for e in &events {
                     *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;

@@ -29,7 +29,9 @@
 //! previous step of 2^(1/4) (a larger δ*), a rate chart's p0 up to the next
 //! step of 10%. Each chart then meets or exceeds its share of the budget.
 
-use crate::baseline::types::{ChartDesign, ChartSpec, ChartTarget, LoopStat, SegmentBaseline, TrainConfig};
+use crate::baseline::types::{
+    ChartDesign, ChartSpec, ChartTarget, LoopStat, LoopThreshold, SegmentBaseline, TrainConfig,
+};
 use crate::features::Feature;
 use crate::spc::ChartError;
 use crate::spc::bernoulli::BernoulliDesign;
@@ -376,7 +378,11 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Planned, ChartEr
                             .iter()
                             .map(|s| {
                                 let (k, p) = loop_threshold(s, each, cfg.guarantee);
-                                (s.name.clone(), k, p)
+                                LoopThreshold {
+                                    name: s.name.clone(),
+                                    k,
+                                    p,
+                                }
                             })
                             .collect(),
                     }
