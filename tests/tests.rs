@@ -32,3 +32,6 @@ mod otel_clients;
 mod eval_real_data;
 // The scorer snapshot format: a golden file of this version loads and scores on; other versions are refused.
 mod snapshot_golden;
+
+// The API in process (router().oneshot).
+mod api_router;
