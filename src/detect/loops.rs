@@ -19,30 +19,29 @@ fn fresh(spec: &ChartSpec, _seg: &SegmentBaseline) -> Result<ChartState, DetectE
     }
 }
 
-fn open(core: Core, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
+fn open(spec: &ChartSpec, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
     match state {
-        ChartState::Loops(thresholds) => Ok(Box::new(Loops { core, thresholds })),
-        other => Err(DetectError::mismatch(&core.spec, other.kind())),
+        ChartState::Loops(thresholds) => Ok(Box::new(Loops { thresholds })),
+        other => Err(DetectError::mismatch(spec, other.kind())),
     }
 }
 
 /// Loop thresholds, one per loop statistic.
 #[derive(Clone, Debug)]
 struct Loops {
-    core: Core,
     thresholds: Vec<LoopThreshold>,
 }
 
 impl Detector for Loops {
-    fn core(&self) -> &Core {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
-    fn on_step(&mut self, at: &At, seq: u64, obs: &StepObs, state: &mut InSession, out: &mut Vec<DriftEvent>) {
+    fn on_step(
+        &mut self,
+        core: &mut Core,
+        at: &At,
+        seq: u64,
+        obs: &StepObs,
+        state: &mut InSession,
+        out: &mut Vec<DriftEvent>,
+    ) {
         let Some((tool, l)) = &obs.tool_loop else { return };
         for (i, t) in self.thresholds.iter().enumerate() {
             let name = t.name.as_str();
@@ -60,7 +59,7 @@ impl Detector for Loops {
                 continue;
             }
             state.loops_fired |= 1u8 << i;
-            self.core.alarms += 1;
+            core.alarms += 1;
             let (k, p) = (t.k, t.p);
             let stat = at.seg.loops.iter().find(|s| s.name == name);
             let message = match name {
@@ -72,7 +71,7 @@ impl Detector for Loops {
             };
             let sid = at.ctx.session_id;
             let finding = Finding {
-                id: event_id(&[&at.key.to_string(), &self.core.spec.id, name, sid, &seq.to_string()]),
+                id: event_id(&[&at.key.to_string(), &core.spec.id, name, sid, &seq.to_string()]),
                 detector: format!("loop:{name}"),
                 kind: "loop".into(),
                 seq: Some(seq),

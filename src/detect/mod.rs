@@ -46,22 +46,34 @@ pub struct Ended<'a> {
     pub tools: &'a [(u32, f64)],
 }
 
-/// What every detector family does, so the segment runs them all alike.
+/// What every detector family does, so the segment runs them all alike; the
+/// bookkeeping every chart shares ([`Core`]) is kept beside it and lent to each call.
 pub trait Detector: Send + Sync + std::fmt::Debug {
-    /// Its shared bookkeeping.
-    fn core(&self) -> &Core;
-
-    /// Its shared bookkeeping, to update.
-    fn core_mut(&mut self) -> &mut Core;
-
     /// One step of a session, in `seq` order (in-session detectors).
-    fn on_step(&mut self, _at: &At, _seq: u64, _obs: &StepObs, _state: &mut InSession, _out: &mut Vec<DriftEvent>) {}
+    fn on_step(
+        &mut self,
+        _core: &mut Core,
+        _at: &At,
+        _seq: u64,
+        _obs: &StepObs,
+        _state: &mut InSession,
+        _out: &mut Vec<DriftEvent>,
+    ) {
+    }
 
     /// A finished session (session-level charts and windows).
-    fn on_session(&mut self, _at: &At, _ended: &Ended, _out: &mut Vec<DriftEvent>) {}
+    fn on_session(&mut self, _core: &mut Core, _at: &At, _ended: &Ended, _out: &mut Vec<DriftEvent>) {}
 
     /// An outcome that arrived after its session closed (outcome-rate charts).
-    fn on_late_outcome(&mut self, _at: &At, _success: bool, _confident: bool, _out: &mut Vec<DriftEvent>) {}
+    fn on_late_outcome(
+        &mut self,
+        _core: &mut Core,
+        _at: &At,
+        _success: bool,
+        _confident: bool,
+        _out: &mut Vec<DriftEvent>,
+    ) {
+    }
 
     /// Its statistic's state, for snapshots.
     fn state(&self) -> ChartState;

@@ -6,7 +6,7 @@ use super::event::{DriftEvent, Observation};
 use super::sessions::{shift_event, univariate_state};
 use super::state::{ChartState, Core, DetectError, Family};
 use super::{At, Detector, InSession};
-use crate::baseline::types::ChartTarget;
+use crate::baseline::types::{ChartSpec, ChartTarget};
 use crate::features::StepObs;
 use crate::features::text::LEXICON_FILES;
 use crate::spc::ewma::Ewma;
@@ -18,10 +18,10 @@ pub const FAMILY: Family = Family {
     open,
 };
 
-fn open(core: Core, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
+fn open(spec: &ChartSpec, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
     match state {
-        ChartState::Ewma(chart, scale) => Ok(Box::new(OutputChart { core, chart, scale })),
-        other => Err(DetectError::mismatch(&core.spec, other.kind())),
+        ChartState::Ewma(chart, scale) => Ok(Box::new(OutputChart { chart, scale })),
+        other => Err(DetectError::mismatch(spec, other.kind())),
     }
 }
 
@@ -29,23 +29,22 @@ fn open(core: Core, state: ChartState) -> Result<Box<dyn Detector>, DetectError>
 /// session are autocorrelated).
 #[derive(Clone, Debug)]
 struct OutputChart {
-    core: Core,
     chart: Ewma,
     scale: f64,
 }
 
 impl Detector for OutputChart {
-    fn core(&self) -> &Core {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
-    fn on_step(&mut self, at: &At, seq: u64, obs: &StepObs, _state: &mut InSession, out: &mut Vec<DriftEvent>) {
+    fn on_step(
+        &mut self,
+        core: &mut Core,
+        at: &At,
+        seq: u64,
+        obs: &StepObs,
+        _state: &mut InSession,
+        out: &mut Vec<DriftEvent>,
+    ) {
         let Some(output) = &obs.output else { return };
-        let (value, ecdf, what) = match self.core.spec.target {
+        let (value, ecdf, what) = match core.spec.target {
             ChartTarget::OutputLexicon(i) => (
                 f64::from(output.text.lexicon[i]),
                 at.seg.outputs.lexicon.get(i).and_then(Option::as_ref),
@@ -55,18 +54,18 @@ impl Detector for OutputChart {
         };
         let Some(ecdf) = ecdf else { return };
         let z = ecdf.z(value, pit_uniform(at.ctx.session_id, what, seq)) / self.scale;
-        self.core.remember(Observation {
+        core.remember(Observation {
             session_id: at.ctx.session_id.to_string(),
             seq: Some(seq),
             value,
             z: Some(z),
         });
-        let signal = self.core.counted(self.chart.observe(z));
-        self.core.reading = Some((self.chart.statistic(), self.chart.next_limit()));
+        let signal = core.counted(self.chart.observe(z));
+        core.reading = Some((self.chart.statistic(), self.chart.next_limit()));
         if let Some(s) = signal {
-            self.core.alarms += 1;
+            core.alarms += 1;
             let name = format!("output {what}");
-            out.push(shift_event(at.key, &self.core, at.ctx, Some(seq), s, ecdf, &name));
+            out.push(shift_event(at.key, core, at.ctx, Some(seq), s, ecdf, &name));
         }
     }
 

@@ -36,30 +36,21 @@ fn fresh(spec: &ChartSpec, seg: &SegmentBaseline) -> Result<ChartState, DetectEr
     }))
 }
 
-fn open(core: Core, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
+fn open(spec: &ChartSpec, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
     match state {
-        ChartState::T2(chart) => Ok(Box::new(Profile { core, chart })),
-        other => Err(DetectError::mismatch(&core.spec, other.kind())),
+        ChartState::T2(chart) => Ok(Box::new(Profile { chart })),
+        other => Err(DetectError::mismatch(spec, other.kind())),
     }
 }
 
 /// Hotelling's T² over finished sessions.
 #[derive(Clone, Debug)]
 struct Profile {
-    core: Core,
     chart: HotellingT2,
 }
 
 impl Detector for Profile {
-    fn core(&self) -> &Core {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
-    fn on_session(&mut self, at: &At, ended: &Ended, out: &mut Vec<DriftEvent>) {
+    fn on_session(&mut self, core: &mut Core, at: &At, ended: &Ended, out: &mut Vec<DriftEvent>) {
         let (seg, f, sid) = (at.seg, ended.features, at.ctx.session_id);
         // Built with the segment (a profile chart requires one), so present.
         let Some(p) = seg.profile.as_ref() else { return };
@@ -74,12 +65,12 @@ impl Detector for Profile {
             .collect();
         let Some(zs) = zs else { return };
         let Ok(t2) = self.chart.t2(&zs) else {
-            self.core.rejected += 1;
+            core.rejected += 1;
             return;
         };
         let ucl = self.chart.ucl;
-        self.core.reading = Some((t2, ucl));
-        self.core.remember(Observation {
+        core.reading = Some((t2, ucl));
+        core.remember(Observation {
             session_id: sid.to_string(),
             seq: None,
             value: t2,
@@ -88,7 +79,7 @@ impl Detector for Profile {
         if t2 <= ucl {
             return;
         }
-        self.core.alarms += 1;
+        core.alarms += 1;
         let d = p.components.len();
         let m = f64::from(p.m);
         let df2 = m - d as f64;
@@ -109,9 +100,9 @@ impl Detector for Profile {
         moved.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
         moved.truncate(TOP);
         let lead = moved.first().map(|m| m.what.clone()).unwrap_or_default();
-        let spec = &self.core.spec;
+        let spec = &core.spec;
         let finding = Finding {
-            id: event_id(&[&at.key.to_string(), &spec.id, sid, &self.core.alarms.to_string()]),
+            id: event_id(&[&at.key.to_string(), &spec.id, sid, &core.alarms.to_string()]),
             detector: spec.id.clone(),
             kind: "t2".into(),
             seq: None,
@@ -121,7 +112,7 @@ impl Detector for Profile {
             direction: Some(Direction::Up),
             moved,
             exemplars: vec![sid.to_string()],
-            observations: self.core.recent.iter().rev().take(5).cloned().collect(),
+            observations: core.recent.iter().rev().take(5).cloned().collect(),
             message: format!("session {sid} is unusual as a whole (T² {t2:.1} > {ucl:.1}); largest move: {lead}"),
         };
         out.push(DriftEvent::raise(at.key, at.ctx, finding));

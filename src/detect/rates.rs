@@ -19,42 +19,41 @@ fn fresh(spec: &ChartSpec, _seg: &SegmentBaseline) -> Result<ChartState, DetectE
     }
 }
 
-fn open(core: Core, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
+fn open(spec: &ChartSpec, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
     match state {
-        ChartState::Bernoulli(chart) => Ok(Box::new(Rate { core, chart })),
-        other => Err(DetectError::mismatch(&core.spec, other.kind())),
+        ChartState::Bernoulli(chart) => Ok(Box::new(Rate { chart })),
+        other => Err(DetectError::mismatch(spec, other.kind())),
     }
 }
 
 /// A Bernoulli CUSUM over sessions.
 #[derive(Clone, Debug)]
 struct Rate {
-    core: Core,
     chart: BernoulliCusum,
 }
 
 impl Rate {
     /// One observation; an event when the chart signals.
-    fn feed(&mut self, at: &At, event: bool, out: &mut Vec<DriftEvent>) {
+    fn feed(&mut self, core: &mut Core, at: &At, event: bool, out: &mut Vec<DriftEvent>) {
         let sid = at.ctx.session_id;
-        self.core.remember(Observation {
+        core.remember(Observation {
             session_id: sid.to_string(),
             seq: None,
             value: if event { 1.0 } else { 0.0 },
             z: None,
         });
         let signal = self.chart.observe(event);
-        self.core.reading = Some((self.chart.statistic(), self.chart.design.limit()));
+        core.reading = Some((self.chart.statistic(), self.chart.design.limit()));
         let Some(s) = signal else { return };
-        self.core.alarms += 1;
-        let what = match self.core.spec.target {
+        core.alarms += 1;
+        let what = match core.spec.target {
             ChartTarget::Failure => "failure rate",
             ChartTarget::Escalation => "escalation rate",
             ChartTarget::ToolFailure => "share of sessions with a failed tool call",
             _ => "failure rate of confident answers (calibration)",
         };
         let p0 = self.chart.design.p0;
-        let recent: Vec<Observation> = self.core.recent.iter().cloned().collect();
+        let recent: Vec<Observation> = core.recent.iter().cloned().collect();
         let observed = recent.iter().map(|o| o.value).sum::<f64>() / recent.len().max(1) as f64;
         let mut exemplars: Vec<String> = Vec::new();
         for o in recent.iter().rev().filter(|o| o.value > 0.0) {
@@ -62,9 +61,9 @@ impl Rate {
                 exemplars.push(o.session_id.clone());
             }
         }
-        let spec = &self.core.spec;
+        let spec = &core.spec;
         let finding = Finding {
-            id: event_id(&[&at.key.to_string(), &spec.id, sid, "0", &self.core.alarms.to_string()]),
+            id: event_id(&[&at.key.to_string(), &spec.id, sid, "0", &core.alarms.to_string()]),
             detector: spec.id.clone(),
             kind: spec.family.clone(),
             seq: None,
@@ -94,17 +93,9 @@ impl Rate {
 }
 
 impl Detector for Rate {
-    fn core(&self) -> &Core {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
-    fn on_session(&mut self, at: &At, ended: &Ended, out: &mut Vec<DriftEvent>) {
+    fn on_session(&mut self, core: &mut Core, at: &At, ended: &Ended, out: &mut Vec<DriftEvent>) {
         let (f, success) = (ended.features, ended.success);
-        let event = match self.core.spec.target {
+        let event = match core.spec.target {
             ChartTarget::Failure => success.map(|s| s < 1.0),
             ChartTarget::Escalation => Some(f.escalated()),
             ChartTarget::ToolFailure => f
@@ -114,15 +105,15 @@ impl Detector for Rate {
             _ => success.filter(|_| f.confident).map(|s| s < 1.0),
         };
         if let Some(event) = event {
-            self.feed(at, event, out);
+            self.feed(core, at, event, out);
         }
     }
 
-    fn on_late_outcome(&mut self, at: &At, success: bool, confident: bool, out: &mut Vec<DriftEvent>) {
+    fn on_late_outcome(&mut self, core: &mut Core, at: &At, success: bool, confident: bool, out: &mut Vec<DriftEvent>) {
         // The other charts saw the session when it closed.
-        match self.core.spec.target {
-            ChartTarget::Failure => self.feed(at, !success, out),
-            ChartTarget::Calibration if confident => self.feed(at, !success, out),
+        match core.spec.target {
+            ChartTarget::Failure => self.feed(core, at, !success, out),
+            ChartTarget::Calibration if confident => self.feed(core, at, !success, out),
             _ => {}
         }
     }

@@ -33,7 +33,7 @@ fn family(target: &ChartTarget) -> Family {
 /// A running detector of the segment's baseline spec, at its initial state.
 pub fn build(spec: &ChartSpec, seg: &SegmentBaseline) -> Result<Box<dyn Detector>, DetectError> {
     let f = family(&spec.target);
-    (f.open)(Core::new(spec), (f.fresh)(spec, seg)?)
+    (f.open)(spec, (f.fresh)(spec, seg)?)
 }
 
 /// Per-session state the in-session detectors keep (owned by the engine).
@@ -43,14 +43,20 @@ pub struct InSession {
     pub loops_fired: u8,
 }
 
-/// A running detector, saved in snapshots as its [`SavedChart`].
+/// A running detector with its bookkeeping, saved in snapshots as its [`SavedChart`].
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(try_from = "SavedChart", into = "SavedChart")]
-struct Running(Box<dyn Detector>);
+struct Running {
+    core: Core,
+    detector: Box<dyn Detector>,
+}
 
 impl Clone for Running {
     fn clone(&self) -> Running {
-        Running(self.0.boxed())
+        Running {
+            core: self.core.clone(),
+            detector: self.detector.boxed(),
+        }
     }
 }
 
@@ -62,7 +68,7 @@ impl PartialEq for Running {
 
 impl From<Running> for SavedChart {
     fn from(r: Running) -> SavedChart {
-        SavedChart::of(r.0.core(), r.0.state())
+        SavedChart::of(&r.core, r.detector.state())
     }
 }
 
@@ -70,7 +76,9 @@ impl TryFrom<SavedChart> for Running {
     type Error = DetectError;
 
     fn try_from(s: SavedChart) -> Result<Running, DetectError> {
-        (family(&s.spec.target).open)(s.core(), s.chart).map(Running)
+        let core = s.core();
+        let detector = (family(&s.spec.target).open)(&s.spec, s.chart)?;
+        Ok(Running { core, detector })
     }
 }
 
@@ -96,7 +104,12 @@ impl SegmentDetectors {
         let charts = seg
             .charts
             .iter()
-            .map(|spec| build(spec, seg).map(Running))
+            .map(|spec| {
+                build(spec, seg).map(|detector| Running {
+                    core: Core::new(spec),
+                    detector,
+                })
+            })
             .collect::<Result<_, _>>()?;
         let index = |names: &[String]| names.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
         Ok(SegmentDetectors {
@@ -115,11 +128,10 @@ impl SegmentDetectors {
     }
 
     /// Runs `feed` on every detector, then keeps each one's latest reading for reports.
-    fn each(&mut self, mut feed: impl FnMut(&mut dyn Detector, &mut Vec<DriftEvent>)) -> Vec<DriftEvent> {
+    fn each(&mut self, mut feed: impl FnMut(&mut dyn Detector, &mut Core, &mut Vec<DriftEvent>)) -> Vec<DriftEvent> {
         let mut events = Vec::new();
-        for Running(d) in &mut self.charts {
-            feed(d.as_mut(), &mut events);
-            let core = d.core_mut();
+        for Running { core, detector } in &mut self.charts {
+            feed(detector.as_mut(), core, &mut events);
             if let Some(reading) = core.reading.take() {
                 self.last.insert(core.spec.id.clone(), reading);
             }
@@ -138,7 +150,7 @@ impl SegmentDetectors {
     ) -> Vec<DriftEvent> {
         let key = self.key.clone();
         let at = At { seg, key: &key, ctx };
-        self.each(|d, out| d.on_step(&at, seq, obs, state, out))
+        self.each(|d, core, out| d.on_step(core, &at, seq, obs, state, out))
     }
 
     /// Feeds a finished session.
@@ -153,7 +165,7 @@ impl SegmentDetectors {
         };
         let key = self.key.clone();
         let at = At { seg, key: &key, ctx };
-        self.each(|d, out| d.on_session(&at, &ended, out))
+        self.each(|d, core, out| d.on_session(core, &at, &ended, out))
     }
 
     /// Feeds an outcome that arrived after its session closed to the
@@ -168,7 +180,7 @@ impl SegmentDetectors {
     ) -> Vec<DriftEvent> {
         let key = self.key.clone();
         let at = At { seg, key: &key, ctx };
-        self.each(|d, out| d.on_late_outcome(&at, success, confident, out))
+        self.each(|d, core, out| d.on_late_outcome(core, &at, success, confident, out))
     }
 
     fn markov_counts(&self, f: &SessionFeatures) -> Vec<(u32, f64)> {
@@ -211,8 +223,7 @@ impl SegmentDetectors {
     pub fn counts(&self) -> HashMap<&str, ChartCounts> {
         self.charts
             .iter()
-            .map(|Running(d)| {
-                let core = d.core();
+            .map(|Running { core, .. }| {
                 let counts = ChartCounts {
                     alarms: core.alarms,
                     rejected: core.rejected,

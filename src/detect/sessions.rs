@@ -31,17 +31,17 @@ pub fn univariate_state(spec: &ChartSpec, _seg: &SegmentBaseline) -> Result<Char
     }
 }
 
-fn open(core: Core, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
+fn open(spec: &ChartSpec, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
     let chart = match state {
         ChartState::Ewma(c, scale) => Univariate::Ewma(c, scale),
         ChartState::Cusum(c) => Univariate::Cusum(c),
         ChartState::Shewhart(c) => Univariate::Shewhart(c),
-        other => return Err(DetectError::mismatch(&core.spec, other.kind())),
+        other => return Err(DetectError::mismatch(spec, other.kind())),
     };
-    if !matches!(core.spec.target, ChartTarget::Feature(_) | ChartTarget::CostPerSuccess) {
-        return Err(DetectError::mismatch(&core.spec, "session chart"));
+    if !matches!(spec.target, ChartTarget::Feature(_) | ChartTarget::CostPerSuccess) {
+        return Err(DetectError::mismatch(spec, "session chart"));
     }
-    Ok(Box::new(SessionChart { core, chart }))
+    Ok(Box::new(SessionChart { chart }))
 }
 
 #[derive(Clone, Debug)]
@@ -55,22 +55,13 @@ enum Univariate {
 /// One univariate chart over finished sessions.
 #[derive(Clone, Debug)]
 struct SessionChart {
-    core: Core,
     chart: Univariate,
 }
 
 impl Detector for SessionChart {
-    fn core(&self) -> &Core {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
-    fn on_session(&mut self, at: &At, ended: &Ended, out: &mut Vec<DriftEvent>) {
+    fn on_session(&mut self, core: &mut Core, at: &At, ended: &Ended, out: &mut Vec<DriftEvent>) {
         let f = ended.features;
-        let (value, ecdf, name) = match self.core.spec.target {
+        let (value, ecdf, name) = match core.spec.target {
             ChartTarget::Feature(feat) => (f.get(feat), at.seg.feature(feat).map(|b| &b.ecdf), feat.name()),
             _ => (
                 f.get(Feature::CostUsd).filter(|_| ended.success == Some(1.0)),
@@ -82,13 +73,12 @@ impl Detector for SessionChart {
             return;
         };
         let z = ecdf.z(value, session_uniform(at.ctx.session_id));
-        self.core.remember(Observation {
+        core.remember(Observation {
             session_id: at.ctx.session_id.to_string(),
             seq: None,
             value,
             z: Some(z),
         });
-        let core = &mut self.core;
         let (signal, reading) = match &mut self.chart {
             Univariate::Ewma(c, _) => (core.counted(c.observe(z)), (c.statistic(), c.next_limit())),
             Univariate::Cusum(c) => {

@@ -100,13 +100,16 @@ impl DetectError {
     }
 }
 
+/// A running detector of some family.
+pub type DynDetector = Box<dyn Detector>;
+
 /// A detector family: how a chart of it starts from its design, and how it
 /// runs from a state (fresh or from a snapshot).
 pub struct Family {
     /// The initial state of a chart of this design.
     pub fresh: fn(&ChartSpec, &SegmentBaseline) -> Result<ChartState, DetectError>,
-    /// The running detector, from its bookkeeping and state.
-    pub open: fn(Core, ChartState) -> Result<Box<dyn Detector>, DetectError>,
+    /// The running detector of a chart, from its state.
+    pub open: fn(&ChartSpec, ChartState) -> Result<DynDetector, DetectError>,
 }
 
 /// The kind of a design, for messages.

@@ -32,37 +32,22 @@ fn fresh(spec: &ChartSpec, seg: &SegmentBaseline) -> Result<ChartState, DetectEr
     }))
 }
 
-fn open(core: Core, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
+fn open(spec: &ChartSpec, state: ChartState) -> Result<Box<dyn Detector>, DetectError> {
     match state {
-        ChartState::Window(w) => Ok(Box::new(Window { core, w })),
-        other => Err(DetectError::mismatch(&core.spec, other.kind())),
+        ChartState::Window(w) => Ok(Box::new(Window { w })),
+        other => Err(DetectError::mismatch(spec, other.kind())),
     }
 }
 
 /// A window test over finished sessions.
 #[derive(Clone, Debug)]
 struct Window {
-    core: Core,
     w: WindowState,
 }
 
-impl Window {
-    fn markov(&self) -> bool {
-        self.core.spec.target == ChartTarget::Markov
-    }
-}
-
 impl Detector for Window {
-    fn core(&self) -> &Core {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut Core {
-        &mut self.core
-    }
-
-    fn on_session(&mut self, at: &At, ended: &Ended, out: &mut Vec<DriftEvent>) {
-        let markov = self.markov();
+    fn on_session(&mut self, core: &mut Core, at: &At, ended: &Ended, out: &mut Vec<DriftEvent>) {
+        let markov = core.spec.target == ChartTarget::Markov;
         let (seg, sid) = (at.seg, at.ctx.session_id);
         let w = &mut self.w;
         let counts = if markov { ended.markov } else { ended.tools }.to_vec();
@@ -105,11 +90,11 @@ impl Detector for Window {
         let stat = t.g / dispersion.max(1.0);
         let p_value = dist::chi2_sf(stat, t.df);
         let limit = dist::chi2_quantile(1.0 - w.alpha, t.df);
-        self.core.reading = Some((stat, limit));
+        core.reading = Some((stat, limit));
         if p_value >= w.alpha {
             return;
         }
-        self.core.alarms += 1;
+        core.alarms += 1;
         let ncols = reference.ncols();
         let mut res = t.residuals.clone();
         res.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
@@ -158,9 +143,9 @@ impl Detector for Window {
             .map(|m| format!("{} {:.0}% → {:.0}%", m.what, 100.0 * m.baseline, 100.0 * m.observed))
             .unwrap_or_default();
         let what = if markov { "tool transitions" } else { "tool preference" };
-        let spec = &self.core.spec;
+        let spec = &core.spec;
         let finding = Finding {
-            id: event_id(&[&at.key.to_string(), &spec.id, sid, &self.core.alarms.to_string()]),
+            id: event_id(&[&at.key.to_string(), &spec.id, sid, &core.alarms.to_string()]),
             detector: spec.id.clone(),
             kind: spec.family.clone(),
             seq: None,
