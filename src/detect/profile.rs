@@ -52,8 +52,8 @@ struct Profile {
 impl Detector for Profile {
     fn on_session(&mut self, core: &mut Core, at: &At, ended: &Ended, out: &mut Vec<DriftEvent>) {
         let (seg, f, sid) = (at.seg, ended.features, at.ctx.session_id);
-        // Built with the segment (a profile chart requires one), so present.
-        let Some(p) = seg.profile.as_ref() else { return };
+        // `fresh` refused a T² chart without a profile, so this is the segment's own.
+        let p = seg.profile.as_ref().expect("a T² chart has a profile");
         let zs: Option<Vec<f64>> = p
             .features
             .iter()

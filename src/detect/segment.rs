@@ -44,11 +44,24 @@ pub struct InSession {
 }
 
 /// A running detector with its bookkeeping, saved in snapshots as its [`SavedChart`].
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(try_from = "SavedChart", into = "SavedChart")]
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "SavedChart")]
 struct Running {
     core: Core,
     detector: Box<dyn Detector>,
+}
+
+impl Running {
+    /// Its snapshot form.
+    fn saved(&self) -> SavedChart {
+        SavedChart::of(&self.core, self.detector.state())
+    }
+}
+
+impl Serialize for Running {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.saved().serialize(s)
+    }
 }
 
 impl Clone for Running {
@@ -62,13 +75,7 @@ impl Clone for Running {
 
 impl PartialEq for Running {
     fn eq(&self, other: &Running) -> bool {
-        SavedChart::from(self.clone()) == SavedChart::from(other.clone())
-    }
-}
-
-impl From<Running> for SavedChart {
-    fn from(r: Running) -> SavedChart {
-        SavedChart::of(&r.core, r.detector.state())
+        self.core == other.core && self.detector.state() == other.detector.state()
     }
 }
 
@@ -127,18 +134,6 @@ impl SegmentDetectors {
         &self.key
     }
 
-    /// Runs `feed` on every detector, then keeps each one's latest reading for reports.
-    fn each(&mut self, mut feed: impl FnMut(&mut dyn Detector, &mut Core, &mut Vec<DriftEvent>)) -> Vec<DriftEvent> {
-        let mut events = Vec::new();
-        for Running { core, detector } in &mut self.charts {
-            feed(detector.as_mut(), core, &mut events);
-            if let Some(reading) = core.reading.take() {
-                self.last.insert(core.spec.id.clone(), reading);
-            }
-        }
-        events
-    }
-
     /// Feeds one step's observations (in `seq` order within its session).
     pub fn on_step(
         &mut self,
@@ -148,9 +143,14 @@ impl SegmentDetectors {
         obs: &StepObs,
         state: &mut InSession,
     ) -> Vec<DriftEvent> {
-        let key = self.key.clone();
-        let at = At { seg, key: &key, ctx };
-        self.each(|d, core, out| d.on_step(core, &at, seq, obs, state, out))
+        let at = At {
+            seg,
+            key: &self.key,
+            ctx,
+        };
+        each(&mut self.charts, &mut self.last, |d, core, out| {
+            d.on_step(core, &at, seq, obs, state, out)
+        })
     }
 
     /// Feeds a finished session.
@@ -163,9 +163,14 @@ impl SegmentDetectors {
             markov: &markov,
             tools: &tools,
         };
-        let key = self.key.clone();
-        let at = At { seg, key: &key, ctx };
-        self.each(|d, core, out| d.on_session(core, &at, &ended, out))
+        let at = At {
+            seg,
+            key: &self.key,
+            ctx,
+        };
+        each(&mut self.charts, &mut self.last, |d, core, out| {
+            d.on_session(core, &at, &ended, out)
+        })
     }
 
     /// Feeds an outcome that arrived after its session closed to the
@@ -178,9 +183,14 @@ impl SegmentDetectors {
         success: bool,
         confident: bool,
     ) -> Vec<DriftEvent> {
-        let key = self.key.clone();
-        let at = At { seg, key: &key, ctx };
-        self.each(|d, core, out| d.on_late_outcome(core, &at, success, confident, out))
+        let at = At {
+            seg,
+            key: &self.key,
+            ctx,
+        };
+        each(&mut self.charts, &mut self.last, |d, core, out| {
+            d.on_late_outcome(core, &at, success, confident, out)
+        })
     }
 
     fn markov_counts(&self, f: &SessionFeatures) -> Vec<(u32, f64)> {
@@ -232,6 +242,22 @@ impl SegmentDetectors {
             })
             .collect()
     }
+}
+
+/// Runs `feed` on every chart, then keeps each one's latest reading for reports.
+fn each(
+    charts: &mut [Running],
+    last: &mut HashMap<String, (f64, f64)>,
+    mut feed: impl FnMut(&mut dyn Detector, &mut Core, &mut Vec<DriftEvent>),
+) -> Vec<DriftEvent> {
+    let mut events = Vec::new();
+    for Running { core, detector } in charts {
+        feed(detector.as_mut(), core, &mut events);
+        if let Some(reading) = core.reading.take() {
+            last.insert(core.spec.id.clone(), reading);
+        }
+    }
+    events
 }
 
 /// What one chart has counted so far.
@@ -288,7 +314,7 @@ mod tests {
         let back: SegmentDetectors = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, det);
         // Swap the saved states of two charts of different kinds.
-        let mut saved: Vec<super::SavedChart> = det.charts.iter().cloned().map(Into::into).collect();
+        let mut saved: Vec<super::SavedChart> = det.charts.iter().map(super::Running::saved).collect();
         let i = saved.iter().position(|c| c.spec.target == ChartTarget::Loops).unwrap();
         let j = saved.iter().position(|c| c.spec.target == ChartTarget::Markov).unwrap();
         let (a, b) = (saved[i].chart.clone(), saved[j].chart.clone());

@@ -38,9 +38,6 @@ fn open(spec: &ChartSpec, state: ChartState) -> Result<Box<dyn Detector>, Detect
         ChartState::Shewhart(c) => Univariate::Shewhart(c),
         other => return Err(DetectError::mismatch(spec, other.kind())),
     };
-    if !matches!(spec.target, ChartTarget::Feature(_) | ChartTarget::CostPerSuccess) {
-        return Err(DetectError::mismatch(spec, "session chart"));
-    }
     Ok(Box::new(SessionChart { chart }))
 }
 
