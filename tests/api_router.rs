@@ -6,7 +6,7 @@
 use agentdrift::config::{Config, Scope};
 use agentdrift::model::PriceTable;
 use agentdrift::service::{Shared, Workers, clock::SystemClock, start};
-use agentdrift::store::Store;
+use agentdrift::store::Storage;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::Value;
@@ -25,13 +25,13 @@ struct Api {
 impl Api {
     async fn start(config: Config) -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(agentdrift::store::sqlite::SqliteStore::open(dir.path()).unwrap());
+        let storage = Storage::single(agentdrift::store::sqlite::SqliteStore::open(dir.path()).unwrap());
         let baseline = crate::support::repo().join("baselines/taubench-gpt-4o-airline.adb");
         let baseline = Arc::new(agentdrift::baseline::load(&baseline).unwrap());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (shared, workers) = tokio::task::spawn_blocking(move || {
             start(
-                store,
+                storage,
                 baseline,
                 &config,
                 PriceTable::default(),

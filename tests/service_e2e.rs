@@ -2,7 +2,7 @@
 
 use crate::support::{bin, shared};
 use agentdrift::model::Step;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -399,6 +399,13 @@ async fn end_to_end_over_http() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // ...and every JSON answer (documented GETs, errors, an ingest and an
+    // outcome answer) matches the schema the document gives for it.
+    let mut answers = Vec::new();
+    let mut record = |path: &str, method: &str, status: u16, body: Value| {
+        answers.push(json!({"path": path, "method": method, "status": status,
+                            "content_type": "application/json", "body": body}));
+    };
     for (path, item) in doc["paths"].as_object().unwrap() {
         if item.get("get").is_none() || path.contains("stream") {
             continue;
@@ -412,8 +419,52 @@ async fn end_to_end_over_http() {
             p
         };
         let r = c.get(format!("{url}{p}")).send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let status = r.status().as_u16();
+        assert!(r.status().is_success(), "{path}: {status}");
+        if path != "/metrics" {
+            record(path, "get", status, r.json().await.unwrap());
+        }
     }
+    for (path, p) in [
+        ("/v1/sessions/{id}", "/v1/sessions/no-such-session"),
+        ("/v1/events", "/v1/events?limit=0"),
+    ] {
+        let r = c.get(format!("{url}{p}")).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert!(r.status().is_client_error(), "{p}: {status}");
+        record(path, "get", status, r.json().await.unwrap());
+    }
+    let r = post_ndjson(&c, &url, &[r#"{"session_id":"s","seq":0}"#.to_string()]).await;
+    assert_eq!(r.status(), 422);
+    record("/v1/steps", "post", 422, r.json().await.unwrap());
+    let r = post_ndjson(&c, &url, &held[0].1[..1]).await;
+    assert_eq!(r.status(), 200);
+    record("/v1/steps", "post", 200, r.json().await.unwrap());
+    let r = c
+        .post(format!("{url}/v1/sessions/loop-session-1/outcome"))
+        .json(&json!({"outcome": "failure"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    record("/v1/sessions/{id}/outcome", "post", 200, r.json().await.unwrap());
+    let answers_file = dir.path().join("answers.json");
+    std::fs::write(&answers_file, serde_json::to_vec(&answers).unwrap()).unwrap();
+    let out = std::process::Command::new(&py)
+        .arg(crate::support::repo().join("tests/support/check_responses.py"))
+        .arg(&file)
+        .arg(&answers_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "answers that do not match their schema in /openapi.json:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!("{} answers checked, 0 mismatches", answers.len()))
+    );
     assert_eq!(c.get(format!("{url}/readyz")).send().await.unwrap().status(), 200);
     server.terminate();
 }

@@ -2,12 +2,12 @@
 //! `{"error": {"code", "message", "field"?, "records"?}}` with a 4xx for the
 //! caller's mistakes and a generic 5xx (details only in the logs) for ours.
 
+use super::bodies::ErrorBody;
 use crate::ingest::RecordError;
 use crate::store::StoreError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,25 +130,17 @@ impl IntoResponse for ApiError {
         if let ApiError::Store(e) = &self {
             tracing::error!(error = %e, "store failure while serving a request");
         }
-        let mut body = json!({"code": self.code(), "message": self.to_string()});
+        let mut body = ErrorBody::new(self.code(), self.to_string());
         match &self {
             ApiError::InvalidRecords(errors) => {
-                body["records"] = json!(
-                    errors
-                        .iter()
-                        .take(100)
-                        .map(|e| json!({"location": e.location, "field": e.field, "message": e.message}))
-                        .collect::<Vec<_>>()
-                );
-                body["invalid"] = json!(errors.len());
-                if let Some(f) = errors.first().and_then(|e| e.field.clone()) {
-                    body["field"] = json!(f);
-                }
+                body.error.records = Some(errors.iter().take(100).cloned().collect());
+                body.error.invalid = Some(errors.len());
+                body.error.field = errors.first().and_then(|e| e.field.clone());
             }
-            ApiError::BadQuery { field, .. } => body["field"] = json!(field),
+            ApiError::BadQuery { field, .. } => body.error.field = Some(field.clone()),
             _ => {}
         }
-        let mut resp = (self.status(), Json(json!({ "error": body }))).into_response();
+        let mut resp = (self.status(), Json(body)).into_response();
         let headers = resp.headers_mut();
         match &self {
             // A passing shortage: the client should come back shortly.

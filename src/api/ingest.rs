@@ -10,6 +10,7 @@
 //! `partial_success` counts the rejected spans and says why.
 //! Either way the response comes after the commit: accepted data is durable.
 
+use super::bodies::{Binary, ErrorBody, LogsExportAnswer, SessionStatus, TraceExportAnswer};
 use super::error::ApiError;
 use super::{RawBody, media_type};
 use crate::ingest::otel::{self, logs};
@@ -46,7 +47,7 @@ pub const STEP_TYPES: &[&str] = &[
 pub const OTLP_TYPES: &[&str] = &["application/x-protobuf", "application/json"];
 
 /// Answer to an accepted batch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestResponse {
     /// Records newly stored.
     pub accepted: usize,
@@ -123,6 +124,18 @@ fn parse_ndjson(body: &[u8]) -> (Vec<NewRecord>, Vec<RecordError>) {
 }
 
 /// `POST /v1/steps`.
+#[utoipa::path(post, path = "/v1/steps", tag = "ingest",
+    summary = "Ingest native steps (all-or-nothing per request; durable before the answer)",
+    request_body(description = "Steps: NDJSON, one `Step` (components.schemas.Step) per line; or MessagePack, a stream of step maps or one array of them",
+        content((String = "application/x-ndjson"), (Binary = "application/msgpack"))),
+    responses((status = 200, description = "Stored", body = IngestResponse),
+              (status = 400, description = "Empty or unreadable body", body = ErrorBody),
+              (status = 413, description = "Body over the limit", body = ErrorBody),
+              (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
+              (status = 422, description = "Invalid records (each named with its line and field); nothing stored", body = ErrorBody),
+              (status = 500, description = "Storage failure", body = ErrorBody),
+              (status = 503, description = "Shutting down, or a passing descriptor shortage (Retry-After)", body = ErrorBody),
+              (status = 507, description = "Disk full", body = ErrorBody)))]
 pub async fn post_steps(
     State(state): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -304,6 +317,17 @@ fn otlp_answer<T: Message + Serialize>(format: Format, resp: T) -> Response {
 }
 
 /// `POST /v1/traces` (OTLP/HTTP).
+#[utoipa::path(post, path = "/v1/traces", tag = "ingest",
+    summary = "OTLP/HTTP trace export (GenAI, OpenInference, OpenLLMetry spans)",
+    request_body(description = "ExportTraceServiceRequest, protobuf or OTLP/JSON",
+        content((Binary = "application/x-protobuf"), (Object = "application/json"))),
+    responses((status = 200, description = "ExportTraceServiceResponse; partialSuccess counts rejected spans and says why",
+               content((Binary = "application/x-protobuf"), (TraceExportAnswer = "application/json"))),
+              (status = 400, description = "Not an ExportTraceServiceRequest", body = ErrorBody),
+              (status = 413, description = "Body over the limit", body = ErrorBody),
+              (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
+              (status = 500, description = "Storage failure", body = ErrorBody),
+              (status = 507, description = "Disk full", body = ErrorBody)))]
 pub async fn post_traces(
     State(state): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -326,6 +350,17 @@ pub async fn post_traces(
 }
 
 /// `POST /v1/logs` (OTLP/HTTP): GenAI content and evaluation events.
+#[utoipa::path(post, path = "/v1/logs", tag = "ingest",
+    summary = "OTLP/HTTP logs export: GenAI content events (gen_ai.client.inference.operation.details, gen_ai.*.message, gen_ai.choice) and gen_ai.evaluation.result, attached to their model call by trace and span id",
+    request_body(description = "ExportLogsServiceRequest, protobuf or OTLP/JSON",
+        content((Binary = "application/x-protobuf"), (Object = "application/json"))),
+    responses((status = 200, description = "ExportLogsServiceResponse; partialSuccess counts rejected records and says why",
+               content((Binary = "application/x-protobuf"), (LogsExportAnswer = "application/json"))),
+              (status = 400, description = "Not an ExportLogsServiceRequest", body = ErrorBody),
+              (status = 413, description = "Body over the limit", body = ErrorBody),
+              (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
+              (status = 500, description = "Storage failure", body = ErrorBody),
+              (status = 507, description = "Disk full", body = ErrorBody)))]
 pub async fn post_logs(
     State(state): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -348,7 +383,7 @@ pub async fn post_logs(
 }
 
 /// Body of `POST /v1/sessions/{id}/outcome`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeBody {
     /// `success`, `failure` or `escalated`.
@@ -359,12 +394,12 @@ pub struct OutcomeBody {
 }
 
 /// Answer of `POST /v1/sessions/{id}/outcome`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OutcomeAnswer {
     /// Session.
     pub session_id: String,
     /// Whether the session was open or closed when the outcome arrived.
-    pub session: &'static str,
+    pub session: SessionStatus,
     /// Whether the outcome will reach the charts (the engine decides it
     /// the same way when it applies the logged outcome).
     pub charted: bool,
@@ -375,6 +410,13 @@ pub struct OutcomeAnswer {
 
 /// `POST /v1/sessions/{id}/outcome`: an outcome learnt later (a ticket
 /// closed, a user complained). Logged durably like steps.
+#[utoipa::path(post, path = "/v1/sessions/{id}/outcome", tag = "ingest",
+    summary = "An outcome learnt later: ends an open session; feeds the outcome-rate charts of a closed one within outcome_window_secs",
+    params(("id" = String, Path, description = "Session id")),
+    request_body = OutcomeBody,
+    responses((status = 200, description = "Logged (durable)", body = OutcomeAnswer),
+              (status = 400, description = "Bad body", body = ErrorBody),
+              (status = 404, description = "Unknown session", body = ErrorBody)))]
 pub async fn post_outcome(
     State(state): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -392,12 +434,12 @@ pub async fn post_outcome(
             message: "must be a finite number".into(),
         });
     }
-    let store = state.store.clone();
+    let storage = state.storage.clone();
     let sid = id.clone();
     let (row, closed_ms, native) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let row = store.session_row(&sid)?;
-        let closed_ms = store.session(&sid)?.map(|s| s.closed_ms);
-        let native = row.is_none() && !store.session_steps(&sid)?.is_empty();
+        let row = storage.store.session_row(&sid)?;
+        let closed_ms = storage.store.session(&sid)?.map(|s| s.closed_ms);
+        let native = row.is_none() && !storage.log.session_steps(&sid)?.is_empty();
         Ok((row, closed_ms, native))
     })
     .await
@@ -436,7 +478,11 @@ pub async fn post_outcome(
     tracing::info!(session_id = %id, outcome = body.outcome.as_str(), charted, "outcome reported");
     Ok(Json(OutcomeAnswer {
         session_id: id,
-        session: if closed { "closed" } else { "open" },
+        session: if closed {
+            SessionStatus::Closed
+        } else {
+            SessionStatus::Open
+        },
         charted,
         reason,
     }))

@@ -2,6 +2,7 @@
 //! result; content-type dispatch and body limits live in extractors; errors
 //! map to HTTP only in [`error`].
 
+pub mod bodies;
 pub mod error;
 pub mod grpc;
 pub mod ingest;
@@ -17,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bodies::{ErrorBody, Health};
 use error::ApiError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -201,20 +203,24 @@ async fn json_errors(req: Request, next: Next) -> Response {
             .unwrap_or("error")
             .to_ascii_lowercase()
             .replace(' ', "_");
-        return (
-            status,
-            Json(serde_json::json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response();
+        return (status, Json(ErrorBody::new(code, message))).into_response();
     }
     resp
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
-async fn readyz(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
+/// `GET /readyz`.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    summary = "Readiness: the store answers, appends are accepted, every segment is scoring",
+    responses((status = 200, description = "Ready", body = Health),
+              (status = 503, description = "Not ready, saying why", body = ErrorBody)))]
+pub async fn readyz(State(s): State<Arc<Shared>>) -> Result<Json<Health>, ApiError> {
     if !s.ready.load(Ordering::SeqCst) {
         return Err(ApiError::Unavailable("not ready (starting or shutting down)".into()));
     }
@@ -242,14 +248,18 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>,
         }
         Some(_) => {}
     }
-    let store = s.store.clone();
-    tokio::task::spawn_blocking(move || store.ping())
+    let storage = s.storage.clone();
+    tokio::task::spawn_blocking(move || storage.ping())
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))??;
-    Ok(Json(serde_json::json!({"status": "ready"})))
+    Ok(Json(Health { status: "ready" }))
 }
 
-async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+/// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus exposition",
+    responses((status = 200, description = "Prometheus text format 0.0.4; OpenMetrics 1.0 when Accept asks for it",
+               content((String = "text/plain; version=0.0.4"), (String = "application/openmetrics-text")))))]
+pub async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     // Gauges are refreshed every second; refresh them now so a scrape right
     // after ingestion sees it.
     if let Some(r) = s.engine.report().await {

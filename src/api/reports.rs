@@ -1,6 +1,10 @@
 //! Reports: events (list, one, live stream), session reports and replay,
 //! segment reports.
 
+use super::bodies::{
+    BaselineRates, ChartReading, ErrorBody, FeatureReading, LiveRates, OtlpStatus, Replay, ReplayNode, SegmentList,
+    SegmentReport, SegmentSummary, SessionReport, SessionStatus, SpanTreeSummary, Tokens, ToolSuccess, Transition,
+};
 use super::error::ApiError;
 use crate::detect::DriftEvent;
 use crate::engine::resolve_segment;
@@ -16,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,17 +30,41 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
         .map_err(|e| ApiError::Unavailable(format!("worker failed: {e}")))?
 }
 
-/// Query of `GET /v1/events`.
-#[derive(Debug, Default, Deserialize)]
+/// Query of `GET /v1/events` (numbers are parsed by hand, so a bad one is
+/// refused naming its parameter).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsParams {
+    /// Segment `agent/task_type`.
     segment: Option<String>,
+    /// Detector id (`ewma:steps`) or family (`ewma`).
     detector: Option<String>,
+    /// Events at or after this time, unix ms.
+    #[param(value_type = Option<i64>)]
     since: Option<String>,
+    /// Events of one session.
     session: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<i64>)]
     cursor: Option<String>,
+    /// `oldest` first (default) or `newest` first (listing only).
+    #[param(inline, value_type = Option<EventOrder>)]
     order: Option<String>,
+}
+
+/// Which end of the event log a listing starts from.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the accepted values of `order`
+#[schema(rename_all = "snake_case")]
+enum EventOrder {
+    /// Oldest first (the default).
+    Oldest,
+    /// Newest first.
+    Newest,
 }
 
 fn parse_num<T: std::str::FromStr>(field: &str, v: &Option<String>) -> Result<Option<T>, ApiError> {
@@ -51,7 +78,7 @@ fn parse_num<T: std::str::FromStr>(field: &str, v: &Option<String>) -> Result<Op
         .transpose()
 }
 
-fn params(q: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>) -> Result<EventsParams, ApiError> {
+fn params<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(p)| p).map_err(|e| {
         let text = e.body_text();
         let field = text.split('`').nth(1).unwrap_or("query").to_string();
@@ -59,19 +86,30 @@ fn params(q: Result<Query<EventsParams>, axum::extract::rejection::QueryRejectio
     })
 }
 
-/// `GET /v1/events`.
-pub async fn list_events(
-    State(s): State<Arc<Shared>>,
-    q: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<EventPage>, ApiError> {
-    let p = params(q)?;
-    let limit: usize = parse_num("limit", &p.limit)?.unwrap_or(100);
+/// The `limit` of a listing: 1–1000, 100 when absent.
+fn page_limit(v: &Option<String>) -> Result<usize, ApiError> {
+    let limit: usize = parse_num("limit", v)?.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadQuery {
             field: "limit".into(),
             message: "must be between 1 and 1000".into(),
         });
     }
+    Ok(limit)
+}
+
+/// `GET /v1/events`.
+#[utoipa::path(get, path = "/v1/events", tag = "reports",
+    summary = "Drift events, oldest first (or newest first), paged by cursor",
+    params(EventsParams),
+    responses((status = 200, description = "A page", body = EventPage),
+              (status = 400, description = "Bad query parameter", body = ErrorBody)))]
+pub async fn list_events(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventPage>, ApiError> {
+    let p = params(q)?;
+    let limit = page_limit(&p.limit)?;
     let query = EventQuery {
         segment: p.segment,
         detector: p.detector,
@@ -90,40 +128,46 @@ pub async fn list_events(
             }
         },
     };
-    let store = s.store.clone();
+    let store = s.storage.store.clone();
     Ok(Json(blocking(move || Ok(store.events(&query)?)).await?))
 }
 
 /// Query of `GET /v1/sessions`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SessionsParams {
+    /// Agent of the session's first step.
     agent: Option<String>,
+    /// Segment `agent/task_type` it is scored against.
     segment: Option<String>,
+    /// Scored by a baseline or not.
+    #[param(value_type = Option<bool>)]
     scored: Option<String>,
+    /// Sessions whose last step is at or after this time, unix ms.
+    #[param(value_type = Option<i64>)]
     since: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<i64>)]
     cursor: Option<String>,
 }
 
 /// `GET /v1/sessions`: every session seen (open and closed), in the order
 /// first seen, a page at a time.
+#[utoipa::path(get, path = "/v1/sessions", tag = "reports",
+    summary = "Every session seen (open and closed), in the order first seen, paged by cursor",
+    params(SessionsParams),
+    responses((status = 200, description = "A page", body = SessionPage),
+              (status = 400, description = "Bad query parameter", body = ErrorBody)))]
 pub async fn list_sessions(
     State(s): State<Arc<Shared>>,
     q: Result<Query<SessionsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SessionPage>, ApiError> {
-    let p = q.map(|Query(p)| p).map_err(|e| {
-        let text = e.body_text();
-        let field = text.split('`').nth(1).unwrap_or("query").to_string();
-        ApiError::BadQuery { field, message: text }
-    })?;
-    let limit: usize = parse_num("limit", &p.limit)?.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadQuery {
-            field: "limit".into(),
-            message: "must be between 1 and 1000".into(),
-        });
-    }
+    let p = params(q)?;
+    let limit = page_limit(&p.limit)?;
     let scored = match p.scored.as_deref() {
         None => None,
         Some("true") => Some(true),
@@ -143,31 +187,39 @@ pub async fn list_sessions(
         cursor: parse_num("cursor", &p.cursor)?,
         limit,
     };
-    let store = s.store.clone();
+    let store = s.storage.store.clone();
     Ok(Json(blocking(move || Ok(store.sessions_page(&query)?)).await?))
 }
 
 /// `GET /v1/otlp/status`: span assembly at a glance (traces waiting to
 /// settle, how traces settled, late and orphan content).
-pub async fn otlp_status(State(s): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/otlp/status", tag = "reports",
+    summary = "Span assembly counters: traces waiting to settle, settled with and without root, late and orphan content",
+    responses((status = 200, description = "Status", body = OtlpStatus),
+              (status = 503, description = "Scorer not answering", body = ErrorBody)))]
+pub async fn otlp_status(State(s): State<Arc<Shared>>) -> Result<Json<OtlpStatus>, ApiError> {
     let r = s
         .engine
         .report()
         .await
         .ok_or_else(|| ApiError::Unavailable("the scorer did not answer".into()))?;
-    Ok(Json(json!({
-        "pending_traces": r.pending_traces,
-        "pending_spans": r.pending_spans,
-        "assembly": r.assembly,
-        "log_records_ignored": s.metrics.otlp_log_records_ignored.get(),
-        "log_records_unattached": s.metrics.otlp_log_records_unattached.get(),
-        "foreign_spans": s.metrics.otlp_foreign_spans.get(),
-    })))
+    Ok(Json(OtlpStatus {
+        pending_traces: r.pending_traces,
+        pending_spans: r.pending_spans,
+        assembly: r.assembly,
+        log_records_ignored: s.metrics.otlp_log_records_ignored.get(),
+        log_records_unattached: s.metrics.otlp_log_records_unattached.get(),
+        foreign_spans: s.metrics.otlp_foreign_spans.get(),
+    }))
 }
 
 /// `GET /v1/events/{id}`.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "reports", summary = "One drift event",
+    params(("id" = String, Path, description = "Event id")),
+    responses((status = 200, description = "The event", body = DriftEvent),
+              (status = 404, description = "No such event", body = ErrorBody)))]
 pub async fn get_event(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<DriftEvent>, ApiError> {
-    let store = s.store.clone();
+    let store = s.storage.store.clone();
     let idc = id.clone();
     blocking(move || Ok(store.event(&idc)?))
         .await?
@@ -177,6 +229,12 @@ pub async fn get_event(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> 
 
 /// `GET /v1/events/stream`: stored events as Server-Sent Events, optionally
 /// filtered by `segment` and `detector` (id or family).
+#[utoipa::path(get, path = "/v1/events/stream", tag = "reports",
+    summary = "Live drift events as Server-Sent Events (`event: drift`, data = a DriftEvent as JSON; `event: lagged` when a slow client missed some)",
+    params(("segment" = Option<String>, Query, description = "Segment filter"),
+           ("detector" = Option<String>, Query, description = "Detector id or family filter")),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+              (status = 400, description = "Bad query parameter", body = ErrorBody)))]
 pub async fn stream_events(
     State(s): State<Arc<Shared>>,
     q: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
@@ -217,16 +275,16 @@ pub async fn stream_events(
 /// again from its stored spans and log events (costs filled in), each with
 /// its JSON.
 fn load_steps(s: &Shared, id: &str) -> Result<Vec<(u64, String, Step)>, ApiError> {
-    let rows = s.store.session_steps(id)?;
+    let rows = s.storage.log.session_steps(id)?;
     let mut out: Vec<(u64, String, Step)> = rows
         .into_iter()
-        .map(|(seq, raw)| {
-            let step: Step = serde_json::from_str(&raw)
+        .map(|r| {
+            let step: Step = serde_json::from_str(&r.raw)
                 .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e.to_string())))?;
-            Ok((seq, raw, step))
+            Ok((r.seq, r.raw, step))
         })
         .collect::<Result<_, ApiError>>()?;
-    let (traces, requests) = s.store.session_requests(id)?;
+    let (traces, requests) = s.storage.session_requests(id)?;
     if !requests.is_empty() {
         let traces: std::collections::HashSet<String> = traces.into_iter().collect();
         let (mut spans, mut content) = (Vec::new(), Vec::new());
@@ -251,7 +309,15 @@ fn load_steps(s: &Shared, id: &str) -> Result<Vec<(u64, String, Step)>, ApiError
 
 /// `GET /v1/sessions/{id}`: each feature with its baseline percentile, the
 /// events the session triggered, and a span tree summary.
-pub async fn session_report(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "reports",
+    summary = "Session report: features with baseline percentiles, events, span tree summary",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, description = "The report", body = SessionReport),
+              (status = 404, description = "No such session", body = ErrorBody)))]
+pub async fn session_report(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionReport>, ApiError> {
     let shared = s.clone();
     blocking(move || {
         let rows = load_steps(&shared, &id)?;
@@ -265,56 +331,61 @@ pub async fn session_report(State(s): State<Arc<Shared>>, Path(id): Path<String>
         let session = Session::from_sorted(id.clone(), steps);
         let f = session_features(&session, &shared.prices, crate::features::Lexicons::builtin());
         let (seg, fallback) = resolve_segment(&shared.baseline, &session.steps[0]);
-        let features: Vec<Value> = Feature::ALL
+        let features: Vec<FeatureReading> = Feature::ALL
             .iter()
             .filter_map(|&feat| {
-                let v = f.get(feat)?;
+                let value = f.get(feat)?;
                 let b = seg.and_then(|s| s.feature(feat));
-                Some(json!({
-                    "feature": feat.name(),
-                    "value": v,
-                    "baseline_percentile": b.map(|b| b.ecdf.percentile(v)),
-                    "baseline_median": b.map(|b| b.quantiles[2]),
-                    "baseline_p05": b.map(|b| b.quantiles[0]),
-                    "baseline_p95": b.map(|b| b.quantiles[4]),
-                }))
+                Some(FeatureReading {
+                    feature: feat.name(),
+                    value,
+                    baseline_percentile: b.map(|b| b.ecdf.percentile(value)),
+                    baseline_median: b.map(|b| b.quantiles[2]),
+                    baseline_p05: b.map(|b| b.quantiles[0]),
+                    baseline_p95: b.map(|b| b.quantiles[4]),
+                })
             })
             .collect();
-        let closed = shared.store.session(&id)?;
-        let events = shared.store.events(&EventQuery {
+        let closed = shared.storage.store.session(&id)?;
+        let events = shared.storage.store.events(&EventQuery {
             session: Some(id.clone()),
             limit: 1000,
             ..EventQuery::default()
         })?;
-        let agents: BTreeSet<&str> = session.steps.iter().map(|s| s.agent.as_str()).collect();
         let depths = session.depths();
-        Ok(Json(json!({
-            "session_id": id,
-            "status": if closed.is_some() { "closed" } else { "open" },
-            "close_reason": closed.as_ref().map(|c| c.closed.reason),
-            "segment": seg.map(|s| &s.key),
-            "fallback_from": fallback.filter(|_| seg.is_some()),
-            "scored": seg.is_some(),
-            "steps": session.steps.len(),
+        Ok(Json(SessionReport {
+            session_id: id,
+            status: if closed.is_some() {
+                SessionStatus::Closed
+            } else {
+                SessionStatus::Open
+            },
+            close_reason: closed.as_ref().map(|c| c.closed.reason),
+            segment: seg.map(|s| s.key.clone()),
+            fallback_from: fallback.filter(|_| seg.is_some()),
+            scored: seg.is_some(),
+            steps: session.steps.len(),
             // A closed session's outcome may have come without an end step
             // (an evaluation, the root spans, a later report).
-            "outcome": closed.as_ref().map_or(f.outcome, |c| c.closed.features.outcome.or(f.outcome)),
-            "outcome_source": closed.as_ref().and_then(|c| c.closed.outcome_source),
-            "features": features,
-            "error_classes": f.error_classes,
-            "events": events.events,
-            "span_tree": {
-                "max_depth": depths.iter().flatten().max(),
-                "spans": session.steps.iter().filter(|s| s.span_id.is_some()).count(),
-                "tool_call_ratio": f.get(Feature::ToolCallRatio),
-                "llm_density": f.get(Feature::LlmDensity),
-                "input_tokens": f.get(Feature::InputTokens),
-                "output_tokens": f.get(Feature::OutputTokens),
-                "cost_usd": f.get(Feature::CostUsd),
-                "handoffs": f.get(Feature::Handoffs),
-                "agents": agents,
+            outcome: closed
+                .as_ref()
+                .map_or(f.outcome, |c| c.closed.features.outcome.or(f.outcome)),
+            outcome_source: closed.as_ref().and_then(|c| c.closed.outcome_source),
+            features,
+            events: events.events,
+            span_tree: SpanTreeSummary {
+                max_depth: depths.iter().flatten().max().copied(),
+                spans: session.steps.iter().filter(|s| s.span_id.is_some()).count(),
+                tool_call_ratio: f.get(Feature::ToolCallRatio),
+                llm_density: f.get(Feature::LlmDensity),
+                input_tokens: f.get(Feature::InputTokens),
+                output_tokens: f.get(Feature::OutputTokens),
+                cost_usd: f.get(Feature::CostUsd),
+                handoffs: f.get(Feature::Handoffs),
+                agents: session.steps.iter().map(|s| s.agent.clone()).collect(),
             },
-        })))
+            error_classes: f.error_classes,
+        }))
     })
     .await
 }
@@ -322,6 +393,13 @@ pub async fn session_report(State(s): State<Arc<Shared>>, Path(id): Path<String>
 /// `GET /v1/sessions/{id}/replay`: every step as stored (the bytes received),
 /// in `seq` order, with the span tree and the sessions correlated with it.
 /// `Accept: application/x-ndjson` returns the stored records one per line.
+#[utoipa::path(get, path = "/v1/sessions/{id}/replay", tag = "reports",
+    summary = "The session as stored: every step (bytes as received) in seq order, span tree, correlated sessions",
+    params(("id" = String, Path, description = "Session id"),
+           ("accept" = Option<String>, Header, description = "`application/x-ndjson` for the stored records, one per line")),
+    responses((status = 200, description = "The session whole",
+               content((Replay = "application/json"), (String = "application/x-ndjson"))),
+              (status = 404, description = "No such session", body = ErrorBody)))]
 pub async fn session_replay(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -347,23 +425,24 @@ pub async fn session_replay(
         }
         let session = Session::from_sorted(id.clone(), rows.iter().map(|r| r.2.clone()).collect());
         let depths = session.depths();
-        let tree: Vec<Value> = session
+        let span_tree: Vec<ReplayNode> = session
             .steps
             .iter()
             .zip(&depths)
-            .map(|(st, d)| {
-                json!({"seq": st.seq, "kind": st.kind, "agent": st.agent, "to_agent": st.to_agent,
-                       "span_id": st.span_id, "parent_span_id": st.parent_span_id, "depth": d})
+            .map(|(st, d)| ReplayNode {
+                seq: st.seq,
+                kind: st.kind,
+                agent: st.agent.clone(),
+                to_agent: st.to_agent.clone(),
+                span_id: st.span_id.clone(),
+                parent_span_id: st.parent_span_id.clone(),
+                depth: *d,
             })
             .collect();
-        let correlation: BTreeSet<&str> = session
-            .steps
-            .iter()
-            .filter_map(|s| s.correlation_id.as_deref())
-            .collect();
+        let correlation: BTreeSet<String> = session.steps.iter().filter_map(|s| s.correlation_id.clone()).collect();
         let mut correlated = BTreeSet::new();
         for c in &correlation {
-            correlated.extend(shared.store.correlated_sessions(c)?);
+            correlated.extend(shared.storage.correlated_sessions(c)?);
         }
         correlated.remove(&id);
         let raws: Vec<Box<RawValue>> = rows
@@ -373,14 +452,14 @@ pub async fn session_replay(
                     .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e.to_string())))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Json(json!({
-            "session_id": id,
-            "steps": raws,
-            "span_tree": tree,
-            "correlation_ids": correlation,
-            "correlated_sessions": correlated,
-            "agents": session.steps.iter().map(|s| s.agent.as_str()).collect::<BTreeSet<_>>(),
-        }))
+        Ok(Json(Replay {
+            agents: session.steps.iter().map(|s| s.agent.clone()).collect(),
+            session_id: id,
+            steps: raws,
+            span_tree,
+            correlation_ids: correlation,
+            correlated_sessions: correlated,
+        })
         .into_response())
     })
     .await
@@ -394,45 +473,67 @@ fn segment_summary(
     b: &crate::baseline::SegmentBaseline,
     t: Option<&crate::engine::SegmentTotals>,
     alarms: u64,
-) -> Value {
+) -> SegmentSummary {
     let t = t.cloned().unwrap_or_default();
     let r = &b.rates;
-    json!({
-        "segment": b.key,
-        "baseline": {
-            "sessions": b.sessions,
-            "success_rate": ratio(u64::from(r.outcome_sessions - r.failures), u64::from(r.outcome_sessions)),
-            "escalation_rate": ratio(u64::from(r.escalations), u64::from(r.sessions)),
-            "tool_failure_rate": ratio(r.tool_errors, r.tool_calls),
-            "cost_per_task_usd": r.cost_per_task,
-            "cost_per_success_usd": r.cost_per_success,
-            "mean_duration_ms": r.mean_duration_ms,
+    SegmentSummary {
+        segment: b.key.clone(),
+        baseline: BaselineRates {
+            sessions: b.sessions,
+            success_rate: ratio(
+                u64::from(r.outcome_sessions - r.failures),
+                u64::from(r.outcome_sessions),
+            ),
+            escalation_rate: ratio(u64::from(r.escalations), u64::from(r.sessions)),
+            tool_failure_rate: ratio(r.tool_errors, r.tool_calls),
+            cost_per_task_usd: r.cost_per_task,
+            cost_per_success_usd: r.cost_per_success,
+            mean_duration_ms: r.mean_duration_ms,
         },
-        "live": {
-            "sessions": t.sessions,
-            "fallback_sessions": t.fallback,
-            "success_rate": ratio(t.successes, t.with_outcome),
-            "escalation_rate": ratio(t.escalated, t.sessions),
-            "tool_failure_rate": ratio(t.tool_errors, t.tool_calls),
-            "tool_efficiency": ratio(t.tool_calls - t.tool_errors.min(t.tool_calls), t.tool_calls),
-            "sessions_with_tool_failure": t.tool_error_sessions,
-            "mean_completion_time_ms": (t.duration_sessions > 0).then(|| t.duration_ms / t.duration_sessions as f64),
-            "tokens": {"input": t.input_tokens, "output": t.output_tokens,
-                       "per_session": ratio(t.input_tokens + t.output_tokens, t.sessions)},
-            "cost_per_task_usd": (t.cost_sessions > 0).then(|| t.cost_usd / t.cost_sessions as f64),
-            "cost_per_success_usd": (t.successes > 0 && t.cost_sessions > 0).then(|| t.success_cost_usd / t.successes as f64),
-            "session_length_share_over_50_100_200": t.over.map(|o| ratio(o, t.sessions)),
-            "error_classes": t.error_classes,
-            "success_by_tool": t.success_by_tool.iter().map(|(k, (s, n))| (k.clone(), json!({"sessions": n, "success_rate": ratio(*s, *n)}))).collect::<serde_json::Map<_, _>>(),
+        live: LiveRates {
+            sessions: t.sessions,
+            fallback_sessions: t.fallback,
+            success_rate: ratio(t.successes, t.with_outcome),
+            escalation_rate: ratio(t.escalated, t.sessions),
+            tool_failure_rate: ratio(t.tool_errors, t.tool_calls),
+            tool_efficiency: ratio(t.tool_calls - t.tool_errors.min(t.tool_calls), t.tool_calls),
+            sessions_with_tool_failure: t.tool_error_sessions,
+            mean_completion_time_ms: (t.duration_sessions > 0).then(|| t.duration_ms / t.duration_sessions as f64),
+            tokens: Tokens {
+                input: t.input_tokens,
+                output: t.output_tokens,
+                per_session: ratio(t.input_tokens + t.output_tokens, t.sessions),
+            },
+            cost_per_task_usd: (t.cost_sessions > 0).then(|| t.cost_usd / t.cost_sessions as f64),
+            cost_per_success_usd: (t.successes > 0 && t.cost_sessions > 0)
+                .then(|| t.success_cost_usd / t.successes as f64),
+            session_length_share_over_50_100_200: t.over.map(|o| ratio(o, t.sessions)),
+            success_by_tool: t
+                .success_by_tool
+                .iter()
+                .map(|(k, (s, n))| {
+                    (
+                        k.clone(),
+                        ToolSuccess {
+                            sessions: *n,
+                            success_rate: ratio(*s, *n),
+                        },
+                    )
+                })
+                .collect(),
+            error_classes: t.error_classes,
         },
-        "alarms": alarms,
-    })
+        alarms,
+    }
 }
 
 /// `GET /v1/segments`.
-pub async fn list_segments(State(s): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/segments", tag = "reports",
+    summary = "Every segment: baseline and live rates, alarms",
+    responses((status = 200, description = "Segments", body = SegmentList)))]
+pub async fn list_segments(State(s): State<Arc<Shared>>) -> Result<Json<SegmentList>, ApiError> {
     let report = s.engine.report().await;
-    let segments: Vec<Value> = s
+    let segments: Vec<SegmentSummary> = s
         .baseline
         .segments
         .iter()
@@ -445,18 +546,23 @@ pub async fn list_segments(State(s): State<Arc<Shared>>) -> Result<Json<Value>, 
             segment_summary(b, report.as_ref().and_then(|r| r.stats.segments.get(&key)), alarms)
         })
         .collect();
-    Ok(Json(json!({
-        "segments": segments,
-        "open_sessions": report.as_ref().map(|r| r.open_sessions),
-        "unscored_sessions": report.as_ref().map(|r| r.stats.unscored_sessions),
-    })))
+    Ok(Json(SegmentList {
+        segments,
+        open_sessions: report.as_ref().map(|r| r.open_sessions),
+        unscored_sessions: report.as_ref().map(|r| r.stats.unscored_sessions),
+    }))
 }
 
 /// `GET /v1/segments/{agent}/{task_type}` (the agent may contain slashes).
+#[utoipa::path(get, path = "/v1/segments/{segment}", tag = "reports",
+    summary = "One segment (`AGENT/TASK_TYPE`; the agent may contain slashes): rates, costs, token burn, session lengths, error classes, success by tool, each chart's statistic and limit, moved transitions, recent events",
+    params(("segment" = String, Path, description = "`agent/task_type`")),
+    responses((status = 200, description = "The report", body = SegmentReport),
+              (status = 404, description = "No such segment", body = ErrorBody)))]
 pub async fn segment_report(
     State(s): State<Arc<Shared>>,
     Path(segment): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SegmentReport>, ApiError> {
     let (agent, task) = segment
         .rsplit_once('/')
         .ok_or_else(|| ApiError::NotFound(format!("segment {segment} (use AGENT/TASK_TYPE)")))?;
@@ -474,8 +580,8 @@ pub async fn segment_report(
         .cloned()
         .unwrap_or_default();
     let alarms = charts.iter().map(|c| c.alarms).sum();
-    let mut doc = segment_summary(&b, report.as_ref().and_then(|r| r.stats.segments.get(&name)), alarms);
-    let store = s.store.clone();
+    let summary = segment_summary(&b, report.as_ref().and_then(|r| r.stats.segments.get(&name)), alarms);
+    let store = s.storage.store.clone();
     let n2 = name.clone();
     let recent = blocking(move || {
         // The newest 20, oldest of them first.
@@ -501,24 +607,35 @@ pub async fn segment_report(
         .map(|c| (b.markov.counts[c], c))
         .collect();
     top.sort_by(|x, y| y.0.total_cmp(&x.0));
-    doc["charts"] = json!(
-        charts
+    Ok(Json(SegmentReport {
+        summary,
+        charts: charts
             .iter()
             .map(|c| {
                 let spec = b.charts.iter().find(|x| x.id == c.id);
-                json!({"id": c.id, "statistic": c.statistic, "limit": c.limit, "alarms": c.alarms, "rejected": c.rejected,
-                       "arl0": spec.map(|x| x.arl0), "unit": spec.map(|x| x.unit.clone())})
+                ChartReading {
+                    id: c.id.clone(),
+                    statistic: c.statistic,
+                    limit: c.limit,
+                    alarms: c.alarms,
+                    rejected: c.rejected,
+                    arl0: spec.map(|x| x.arl0),
+                    unit: spec.map(|x| x.unit.clone()),
+                }
             })
-            .collect::<Vec<_>>()
-    );
-    doc["top_moved_transitions"] = json!(moved);
-    doc["baseline_top_transitions"] = json!(
-        top.iter()
+            .collect(),
+        top_moved_transitions: moved,
+        baseline_top_transitions: top
+            .iter()
             .take(10)
-            .map(|(n, c)| json!({"from": b.markov.states[c / k], "to": b.markov.states[c % k], "count": n, "p": b.markov.probs[*c]}))
-            .collect::<Vec<_>>()
-    );
-    doc["baseline_success_by_task_type"] = json!(b.rates.success_by_task);
-    doc["recent_events"] = json!(recent);
-    Ok(Json(doc))
+            .map(|(n, c)| Transition {
+                from: b.markov.states[c / k].clone(),
+                to: b.markov.states[c % k].clone(),
+                count: *n,
+                p: b.markov.probs[*c],
+            })
+            .collect(),
+        baseline_success_by_task_type: b.rates.success_by_task.clone(),
+        recent_events: recent,
+    }))
 }

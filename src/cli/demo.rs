@@ -3,6 +3,7 @@
 //! starts the service, streams the other half over HTTP (in-control, then
 //! with injected drifts) and prints the drift events it raised.
 
+use super::http::Client;
 use crate::baseline::{TrainConfig, save};
 use crate::config::Config;
 use crate::detect::DriftEvent;
@@ -44,7 +45,7 @@ fn flatten(sessions: &[Session]) -> Vec<Step> {
 }
 
 /// Posts each session as one NDJSON request; returns steps sent.
-async fn stream(client: &reqwest::Client, url: &str, steps: &[Step]) -> anyhow::Result<u64> {
+async fn stream(client: &Client, url: &str, steps: &[Step]) -> anyhow::Result<u64> {
     let mut by_session: Vec<(String, String)> = Vec::new();
     for s in steps {
         let line = serde_json::to_string(s)? + "\n";
@@ -55,21 +56,18 @@ async fn stream(client: &reqwest::Client, url: &str, steps: &[Step]) -> anyhow::
     }
     for (_, body) in by_session {
         let r = client
-            .post(format!("{url}/v1/steps"))
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
+            .post(&format!("{url}/v1/steps"), "application/x-ndjson", body)
             .await?;
-        anyhow::ensure!(r.status().is_success(), "POST /v1/steps: {}", r.text().await?);
+        anyhow::ensure!(r.status == 200, "POST /v1/steps: {}", r.text());
     }
     Ok(steps.len() as u64)
 }
 
 /// Waits until the scorer has applied `n` log entries (read from /metrics).
-async fn wait_applied(client: &reqwest::Client, url: &str, n: u64) -> anyhow::Result<()> {
+async fn wait_applied(client: &Client, url: &str, n: u64) -> anyhow::Result<()> {
     let t0 = Instant::now();
     loop {
-        let text = client.get(format!("{url}/metrics")).send().await?.text().await?;
+        let text = client.get(&format!("{url}/metrics")).await?.text();
         let applied: u64 = text
             .lines()
             .find(|l| l.starts_with("agentdrift_engine_log_entries_total"))
@@ -90,7 +88,7 @@ async fn wait_applied(client: &reqwest::Client, url: &str, n: u64) -> anyhow::Re
 
 /// Every stored event not in `seen` (which it then records).
 async fn new_events(
-    client: &reqwest::Client,
+    client: &Client,
     url: &str,
     seen: &mut std::collections::HashSet<String>,
 ) -> anyhow::Result<Vec<DriftEvent>> {
@@ -99,11 +97,9 @@ async fn new_events(
     loop {
         let q = cursor.map_or(String::new(), |c| format!("&cursor={c}"));
         let page: crate::store::EventPage = client
-            .get(format!("{url}/v1/events?limit=500{q}"))
-            .send()
+            .get(&format!("{url}/v1/events?limit=500{q}"))
             .await?
-            .json()
-            .await?;
+            .json("GET /v1/events")?;
         out.extend(page.events.into_iter().filter(|e| seen.insert(e.id.clone())));
         match page.next_cursor {
             Some(c) if Some(c) != cursor => cursor = Some(c),
@@ -171,10 +167,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::default();
     cfg.serve.data_dir = data_dir.display().to_string();
     cfg.serve.listen = a.listen.clone();
-    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(&data_dir)?);
+    let storage = crate::store::Storage::single(SqliteStore::open(&data_dir)?);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let (shared, workers, stop_tx) = super::serve::start(store, Arc::new(baseline), cfg.clone(), prices).await?;
+        let (shared, workers, stop_tx) = super::serve::start(storage, Arc::new(baseline), cfg.clone(), prices).await?;
         let listener = match tokio::net::TcpListener::bind(&a.listen).await {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
@@ -199,7 +195,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             },
         ));
 
-        let client = reqwest::Client::new();
+        let client = Client::default();
         let mut sent = stream(&client, &url, &flatten(&holdout)).await?;
         // Each session adds its steps to the log; closes are applied in line.
         wait_applied(&client, &url, sent).await?;

@@ -4,8 +4,8 @@
 pub mod demo;
 pub mod design;
 pub mod eval;
+pub mod http;
 pub mod inject;
-
 pub mod inspect;
 pub mod replay;
 pub mod serve;

@@ -124,7 +124,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => PriceTable::load(std::path::Path::new(p))?,
         None => PriceTable::default(),
     };
-    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open_checked(
+    let storage = crate::store::Storage::single(SqliteStore::open_checked(
         std::path::Path::new(&cfg.serve.data_dir),
         match a.check_store.as_str() {
             "quick" => crate::store::sqlite::Check::Quick,
@@ -133,7 +133,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     )?);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(serve(store, baseline, cfg, prices))?;
+    rt.block_on(serve(storage, baseline, cfg, prices))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -190,7 +190,7 @@ fn tls(cfg: &crate::config::ServeConfig) -> anyhow::Result<Option<tokio_rustls::
 }
 
 async fn serve(
-    store: Arc<dyn crate::store::Store>,
+    storage: crate::store::Storage,
     baseline: Arc<crate::baseline::Baseline>,
     cfg: Config,
     prices: PriceTable,
@@ -207,7 +207,7 @@ async fn serve(
         cfg.serve.listen
     );
     let tls = tls(&cfg.serve)?;
-    let (shared, workers, stop_tx) = start(store, baseline.clone(), cfg.clone(), prices).await?;
+    let (shared, workers, stop_tx) = start(storage, baseline.clone(), cfg.clone(), prices).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.serve.listen))?;
@@ -260,7 +260,7 @@ impl Default for Transport {
 
 /// Opens the store's state (recovery included) and starts the service threads.
 pub async fn start(
-    store: Arc<dyn crate::store::Store>,
+    storage: crate::store::Storage,
     baseline: Arc<crate::baseline::Baseline>,
     cfg: Config,
     prices: PriceTable,
@@ -272,7 +272,7 @@ pub async fn start(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (shared, workers) = tokio::task::spawn_blocking(move || {
         crate::service::start(
-            store,
+            storage,
             baseline,
             &cfg,
             prices,

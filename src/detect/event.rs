@@ -5,7 +5,7 @@ use crate::spc::Direction;
 use serde::{Deserialize, Serialize};
 
 /// One thing that moved, with its baseline and observed value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Moved {
     /// What: a feature name, a transition `a → b`, a tool, a loop pattern.
     pub what: String,
@@ -18,7 +18,7 @@ pub struct Moved {
 }
 
 /// One observation behind an event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Observation {
     /// The session it came from.
     pub session_id: String,
@@ -33,7 +33,7 @@ pub struct Observation {
 }
 
 /// A drift event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriftEvent {
     /// Stable id: the same input always yields the same id (replays and
     /// restarts do not duplicate events).

@@ -27,7 +27,7 @@ use std::sync::Arc;
 const CLOSED_MEMORY: usize = 100_000;
 
 /// Why a session closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CloseReason {
     /// Its end step was scored.

@@ -87,7 +87,7 @@ impl fmt::Display for Format {
 }
 
 /// Where in the input a record sits, so errors point at it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Location {
     /// 1-based line of an NDJSON input.
@@ -117,7 +117,7 @@ impl fmt::Display for Location {
 }
 
 /// One bad record: where, which field, what is wrong.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RecordError {
     /// Where the record is.
     pub location: Location,

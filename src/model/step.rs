@@ -11,7 +11,7 @@ use std::fmt;
 pub const STEP_SCHEMA_VERSION: u32 = 1;
 
 /// What kind of thing happened, so features know which fields to expect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     /// A model call (reasoning, answering, requesting tools).
@@ -53,7 +53,7 @@ pub enum Status {
 }
 
 /// How a session ended, so success and escalation rates can be charted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The task was done.
@@ -76,7 +76,7 @@ impl Outcome {
 }
 
 /// Where a session's outcome came from, so reports can say how much to trust it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeSource {
     /// Inferred from the status of the session's root spans.

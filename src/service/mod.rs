@@ -27,7 +27,7 @@ use crate::engine::pipeline::{Pipeline, PipelineConfig, PipelineState};
 use crate::engine::{Scorer, ScorerState, baseline_id};
 use crate::ingest::ReadOptions;
 use crate::model::PriceTable;
-use crate::store::{LogEntry, Store};
+use crate::store::{LogEntry, Storage};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use tokio::sync::{Semaphore, broadcast};
@@ -35,7 +35,7 @@ use tokio::sync::{Semaphore, broadcast};
 /// What every HTTP handler can reach.
 pub struct Shared {
     /// Durable storage (reads).
-    pub store: Arc<dyn Store>,
+    pub storage: Storage,
     /// Appends and persistence.
     pub writer: writer::WriterHandle,
     /// Reports from the scorer.
@@ -109,7 +109,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<Result<PipelineState, ScorerState>, 
 /// Rebuilds the pipeline from the latest snapshot and the log after it;
 /// returns it and the log position it has processed.
 pub fn recover(
-    store: &Arc<dyn Store>,
+    storage: &Storage,
     baseline: Arc<Baseline>,
     prices: &PriceTable,
     idle_timeout_ms: i64,
@@ -120,11 +120,11 @@ pub fn recover(
     let new_scorer = || -> Result<Scorer, ServiceError> {
         Ok(Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?
             .with_limits(config.limits)
-            .with_session_store(Box::new(saved_sessions::StoreSessions(store.clone()))))
+            .with_session_store(Box::new(saved_sessions::StoreSessions(storage.store.clone()))))
     };
     let mut pipeline = Pipeline::new(new_scorer()?, prices.clone(), config.clone());
     let mut position = 0;
-    let snapshot = match store.snapshot() {
+    let snapshot = match storage.store.snapshot() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "the scorer snapshot cannot be read: replaying the whole log instead");
@@ -153,7 +153,8 @@ pub fn recover(
         Some(s) => {
             // Another baseline scored the history: start the new one at the
             // end of the log instead of re-scoring old traffic with it.
-            position = store
+            position = storage
+                .log
                 .log_after(s.position, usize::MAX)?
                 .last()
                 .map_or(s.position, LogEntry::id);
@@ -167,15 +168,17 @@ pub fn recover(
     // Open sessions the snapshot did not carry are rows up to its version
     // counter; rows beyond it, or superseded, were written after it (or by
     // another baseline's run): the replay writes its own.
-    let refs = store.session_state_refs(pipeline.scorer().row_versions())?;
+    let refs = storage.store.session_state_refs(pipeline.scorer().row_versions())?;
     pipeline.adopt_saved(refs);
-    let dropped = store.retain_session_states(&pipeline.scorer().referenced_rows())?;
+    let dropped = storage
+        .store
+        .retain_session_states(&pipeline.scorer().referenced_rows())?;
     if dropped > 0 {
         tracing::info!(dropped, "dropped saved session states newer than the snapshot");
     }
     let mut replayed = 0u64;
     loop {
-        let entries = store.log_after(position, 10_000)?;
+        let entries = storage.log.log_after(position, 10_000)?;
         if entries.is_empty() {
             break;
         }
@@ -186,7 +189,7 @@ pub fn recover(
             replayed += 1;
             batch.merge(engine_task::persist_of(applied, clock.now_ms()));
         }
-        store.store_derived(&batch)?;
+        storage.store.store_derived(&batch)?;
     }
     if replayed > 0 {
         tracing::info!(replayed, position, "replayed the log after the snapshot");
@@ -215,7 +218,7 @@ pub fn pipeline_config(config: &Config) -> PipelineConfig {
 
 /// Starts the writer and engine threads after recovery.
 pub fn start(
-    store: Arc<dyn Store>,
+    storage: Storage,
     baseline: Arc<Baseline>,
     config: &Config,
     prices: PriceTable,
@@ -235,7 +238,7 @@ pub fn start(
         o
     };
     let (pipeline, position) = recover(
-        &store,
+        &storage,
         baseline.clone(),
         &prices,
         idle_ms,
@@ -246,7 +249,7 @@ pub fn start(
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, _) = broadcast::channel(4096);
     let (engine_tx, engine_rx) = mpsc::sync_channel::<messages::EngineMsg>(256);
-    let (writer, writer_thread) = writer::spawn(store.clone(), engine_tx.clone(), events_tx.clone(), metrics.clone());
+    let (writer, writer_thread) = writer::spawn(storage.clone(), engine_tx.clone(), events_tx.clone(), metrics.clone());
     let engine_thread = engine_task::spawn(
         pipeline,
         position,
@@ -261,7 +264,7 @@ pub fn start(
     );
     let ticker = engine_task::spawn_ticker(engine_tx.clone());
     let shared = Arc::new(Shared {
-        store,
+        storage,
         writer,
         engine: engine_task::EngineHandle { tx: engine_tx },
         events: events_tx,
@@ -340,7 +343,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_sessions_close_when_the_injected_clock_passes_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::open(dir.path()).unwrap());
+        let storage = Storage::single(crate::store::sqlite::SqliteStore::open(dir.path()).unwrap());
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let baseline = Arc::new(crate::baseline::load(&root.join("baselines/taubench-gpt-4o-airline.adb")).unwrap());
         let text = std::fs::read_to_string(root.join("fixtures/sessions/taubench-gpt-4o-airline.jsonl")).unwrap();
@@ -356,11 +359,13 @@ mod tests {
         let config = Config::default();
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (shared, workers) = {
-            let (store, baseline, clock) = (store.clone(), baseline.clone(), clock.clone());
-            tokio::task::spawn_blocking(move || start(store, baseline, &config, PriceTable::default(), stop_rx, clock))
-                .await
-                .unwrap()
-                .unwrap()
+            let (storage, baseline, clock) = (storage.clone(), baseline.clone(), clock.clone());
+            tokio::task::spawn_blocking(move || {
+                start(storage, baseline, &config, PriceTable::default(), stop_rx, clock)
+            })
+            .await
+            .unwrap()
+            .unwrap()
         };
         shared.writer.append(session, clock.now_ms()).await.unwrap();
         let open = || async { shared.engine.report().await.unwrap().open_sessions };
@@ -379,6 +384,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let closed = shared
+            .storage
             .store
             .session(&first.session_id)
             .unwrap()

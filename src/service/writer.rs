@@ -8,7 +8,7 @@
 use super::messages::{EngineMsg, WriteMsg};
 use super::metrics::Metrics;
 use crate::detect::DriftEvent;
-use crate::store::{Appended, LogEntry, NewRecord, Store, StoreError};
+use crate::store::{Appended, Log, LogEntry, NewRecord, Storage, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -66,7 +66,7 @@ impl WriterHandle {
 
 /// Starts the writer thread.
 pub fn spawn(
-    store: Arc<dyn Store>,
+    storage: Storage,
     engine: mpsc::SyncSender<EngineMsg>,
     events: broadcast::Sender<Arc<DriftEvent>>,
     metrics: Arc<Metrics>,
@@ -77,7 +77,7 @@ pub fn spawn(
     let (f, se) = (failed.clone(), snapshot_error.clone());
     let handle = std::thread::Builder::new()
         .name("agentdrift-writer".into())
-        .spawn(move || run(store, rx, engine, events, metrics, f, se))
+        .spawn(move || run(storage, rx, engine, events, metrics, f, se))
         .expect("spawn the writer thread");
     (
         WriterHandle {
@@ -117,7 +117,7 @@ enum Committed {
 }
 
 fn run(
-    store: Arc<dyn Store>,
+    storage: Storage,
     rx: mpsc::Receiver<WriteMsg>,
     engine: mpsc::SyncSender<EngineMsg>,
     events: broadcast::Sender<Arc<DriftEvent>>,
@@ -127,13 +127,13 @@ fn run(
 ) {
     let (synced_tx, synced_rx) = mpsc::channel::<Committed>();
     let syncer = {
-        let (store, metrics, failed) = (store.clone(), metrics.clone(), failed.clone());
+        let (log, metrics, failed) = (storage.log.clone(), metrics.clone(), failed.clone());
         std::thread::Builder::new()
             .name("agentdrift-sync".into())
-            .spawn(move || sync_loop(store.as_ref(), synced_rx, engine, &metrics, &failed))
+            .spawn(move || sync_loop(log.as_ref(), synced_rx, engine, &metrics, &failed))
             .expect("spawn the sync thread")
     };
-    let store = store.as_ref();
+    let (log, store) = (storage.log.as_ref(), storage.store.as_ref());
     let mut carry: Option<WriteMsg> = None;
     let mut unsaved_obsolete: Vec<(String, u64)> = Vec::new();
     loop {
@@ -179,13 +179,13 @@ fn run(
                     }
                     continue;
                 }
-                commit_group(store, all, pending, when, &metrics, &synced_tx);
+                commit_group(log, all, pending, when, &metrics, &synced_tx);
             }
             WriteMsg::Close {
                 session_id,
                 after,
                 decided_ms,
-            } => match store.append_close(&session_id, after, decided_ms) {
+            } => match log.append_close(&session_id, after, decided_ms) {
                 Ok(id) => {
                     let _ = synced_tx.send(Committed::Close {
                         id,
@@ -200,7 +200,7 @@ fn run(
                 trace_ids,
                 after,
                 decided_ms,
-            } => match store.append_settles(&trace_ids, after, decided_ms) {
+            } => match log.append_settles(&trace_ids, after, decided_ms) {
                 Ok(ids) => {
                     let entries = ids
                         .into_iter()
@@ -269,7 +269,7 @@ fn run(
 /// passing shortage, each request is committed alone, so only the request
 /// whose data fails gets the error (one client's bad data never fails another's).
 fn commit_group(
-    store: &dyn Store,
+    log: &dyn Log,
     all: Vec<NewRecord>,
     pending: Vec<Pending>,
     when: i64,
@@ -277,7 +277,7 @@ fn commit_group(
     synced_tx: &mpsc::Sender<Committed>,
 ) {
     let t0 = Instant::now();
-    let result = store.append(&all, when);
+    let result = log.append(&all, when);
     metrics.observe_commit(t0.elapsed().as_secs_f64(), all.len());
     match result {
         Ok(app) => {
@@ -320,7 +320,7 @@ fn commit_group(
                 parts.push((records, (0, end - start, reply)));
             }
             for (records, p) in parts.into_iter().rev() {
-                commit_group(store, records, vec![p], when, metrics, synced_tx);
+                commit_group(log, records, vec![p], when, metrics, synced_tx);
             }
         }
         Err(e) => {
@@ -371,7 +371,7 @@ const SYNC_FAILED: &str =
 /// to the engine, in commit order. One flush covers every commit that
 /// arrived while the previous flush ran.
 fn sync_loop(
-    store: &dyn Store,
+    log: &dyn Log,
     rx: mpsc::Receiver<Committed>,
     engine: mpsc::SyncSender<EngineMsg>,
     metrics: &Metrics,
@@ -381,7 +381,7 @@ fn sync_loop(
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
         let t0 = Instant::now();
-        let synced = store.sync();
+        let synced = log.sync();
         metrics.observe_sync(t0.elapsed().as_secs_f64());
         match &synced {
             // After a failed fsync the kernel may have dropped the dirty
@@ -442,7 +442,6 @@ mod tests {
     use super::*;
     use crate::model::{Step, StepKind};
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{Derived, EventPage, EventQuery, SessionRow, Snapshot, StoredSession};
     use std::sync::Mutex;
     use std::sync::atomic::AtomicU64;
     use std::time::Duration;
@@ -456,7 +455,7 @@ mod tests {
 
     /// SQLite with a slow, recorded (and optionally failing) flush.
     struct Recording {
-        inner: SqliteStore,
+        inner: Arc<SqliteStore>,
         clock: Arc<AtomicU64>,
         log: Mutex<Vec<(u64, Op)>>,
         fail_sync: AtomicBool,
@@ -474,7 +473,7 @@ mod tests {
         }
     }
 
-    impl Store for Recording {
+    impl Log for Recording {
         fn append(&self, records: &[NewRecord], received_ms: i64) -> Result<Appended, StoreError> {
             let out = self.inner.append(records, received_ms);
             self.note(Op::Commit);
@@ -506,83 +505,20 @@ mod tests {
         fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
             self.inner.log_after(position, limit)
         }
-        fn insert_events(&self, events: &[DriftEvent]) -> Result<Vec<DriftEvent>, StoreError> {
-            self.inner.insert_events(events)
+        fn requests(&self, positions: &[i64]) -> Result<Vec<crate::store::OtlpRequest>, StoreError> {
+            self.inner.requests(positions)
         }
-        fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
-            self.inner.events(q)
-        }
-        fn event(&self, id: &str) -> Result<Option<DriftEvent>, StoreError> {
-            self.inner.event(id)
-        }
-        fn insert_sessions(&self, sessions: &[StoredSession]) -> Result<(), StoreError> {
-            self.inner.insert_sessions(sessions)
-        }
-        fn session(&self, id: &str) -> Result<Option<StoredSession>, StoreError> {
-            self.inner.session(id)
-        }
-        fn segment_sessions(&self, segment: &str, limit: usize) -> Result<Vec<StoredSession>, StoreError> {
-            self.inner.segment_sessions(segment, limit)
-        }
-        fn session_steps(&self, session_id: &str) -> Result<Vec<(u64, String)>, StoreError> {
+        fn session_steps(&self, session_id: &str) -> Result<Vec<crate::store::RawStep>, StoreError> {
             self.inner.session_steps(session_id)
         }
-        fn set_session_outcome(
-            &self,
-            id: &str,
-            outcome: crate::model::Outcome,
-            reward: Option<f64>,
-            source: crate::model::OutcomeSource,
-        ) -> Result<(), StoreError> {
-            self.inner.set_session_outcome(id, outcome, reward, source)
-        }
-        fn session_requests(
-            &self,
-            session_id: &str,
-        ) -> Result<(Vec<String>, Vec<crate::store::OtlpRequest>), StoreError> {
-            self.inner.session_requests(session_id)
-        }
-        fn upsert_session_rows(&self, rows: &[SessionRow]) -> Result<(), StoreError> {
-            self.inner.upsert_session_rows(rows)
-        }
-        fn store_derived(&self, d: &Derived) -> Result<Vec<DriftEvent>, StoreError> {
-            self.inner.store_derived(d)
-        }
-        fn sessions_page(&self, q: &crate::store::SessionQuery) -> Result<crate::store::SessionPage, StoreError> {
-            self.inner.sessions_page(q)
-        }
-        fn session_row(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-            self.inner.session_row(id)
-        }
         fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError> {
-            self.inner.correlated_sessions(correlation_id)
-        }
-        fn save_snapshot(&self, s: &Snapshot) -> Result<(), StoreError> {
-            self.inner.save_snapshot(s)
-        }
-        fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
-            self.inner.snapshot()
-        }
-        fn save_session_states(&self, rows: &[crate::engine::saved::StateRow]) -> Result<(), StoreError> {
-            self.inner.save_session_states(rows)
-        }
-        fn session_state(&self, session_id: &str, version: u64) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.session_state(session_id, version)
-        }
-        fn session_state_refs(
-            &self,
-            max_version: u64,
-        ) -> Result<Vec<(String, crate::engine::saved::SavedRef)>, StoreError> {
-            self.inner.session_state_refs(max_version)
-        }
-        fn retain_session_states(&self, keep: &[(String, u64)]) -> Result<u64, StoreError> {
-            self.inner.retain_session_states(keep)
+            Log::correlated_sessions(self.inner.as_ref(), correlation_id)
         }
         fn step_count(&self) -> Result<u64, StoreError> {
             self.inner.step_count()
         }
         fn ping(&self) -> Result<(), StoreError> {
-            self.inner.ping()
+            Log::ping(self.inner.as_ref())
         }
     }
 
@@ -621,8 +557,9 @@ mod tests {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(AtomicU64::new(0));
+        let inner = Arc::new(SqliteStore::open(dir.path()).unwrap());
         let store = Arc::new(Recording {
-            inner: SqliteStore::open(dir.path()).unwrap(),
+            inner: inner.clone(),
             clock: clock.clone(),
             log: Mutex::new(Vec::new()),
             fail_sync: AtomicBool::new(false),
@@ -630,7 +567,11 @@ mod tests {
         });
         let (engine_tx, engine_rx) = mpsc::sync_channel(64);
         let (events, _) = broadcast::channel(16);
-        let (w, _thread) = spawn(store.clone(), engine_tx, events, Arc::new(Metrics::new()));
+        let storage = Storage {
+            log: store.clone(),
+            store: inner,
+        };
+        let (w, _thread) = spawn(storage, engine_tx, events, Arc::new(Metrics::new()));
         (dir, store, w, engine_rx, clock)
     }
 

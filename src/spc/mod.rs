@@ -13,7 +13,7 @@ pub mod shewhart;
 use serde::{Deserialize, Serialize};
 
 /// Which way a chart moved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Above the centre line.

@@ -1,16 +1,20 @@
-//! Durable storage behind one trait, so the embedded SQLite default and a
-//! server database for several replicas are interchangeable. Nothing
-//! backend-specific leaves this module; [`conformance`] is the test suite
-//! every backend must pass.
+//! Durable storage behind two traits, so the embedded SQLite default and a
+//! server database with a message bus for several replicas are
+//! interchangeable: the append-only [`Log`] (the source of truth) and the
+//! query [`Store`] of what the scorer derived from it. Nothing
+//! backend-specific leaves this module; [`conformance`] holds the two
+//! suites every backend must pass.
 //!
-//! The store keeps an append-only **log** (accepted steps and session-close
-//! markers, in commit order), the **events**, one row per **closed
-//! session** (its features, for reports), and the scorer's latest
-//! **snapshot** with the log position it covers. Replaying the log after the
+//! The log keeps accepted records and the scorer's close and settle
+//! markers, in commit order. The store keeps the **events**, one row per
+//! **closed session** (its features, for reports), the session listing, the
+//! links from traces to sessions, and the scorer's latest **snapshot** with
+//! the log position it covers. Replaying the log after the
 //! snapshot rebuilds the scorer exactly (event ids are deterministic, and
 //! events are inserted idempotently), so a restart loses and duplicates
 //! nothing.
 
+pub mod log;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -19,10 +23,14 @@ pub mod conformance;
 use crate::detect::DriftEvent;
 use crate::engine::ClosedSession;
 use crate::engine::saved::{SavedRef, StateRow};
-use crate::ingest::otel::assemble::ContentRecord;
-use crate::ingest::otel::span::SpanRecord;
-use crate::model::{Outcome, OutcomeSource, Step};
+use crate::model::{Outcome, OutcomeSource};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub use log::{
+    Appended, Log, LogEntry, NewRecord, NewStep, OtlpEncoding, OtlpRecords, OtlpRequest, OtlpSignal, OutcomeReport,
+    RawStep, Stored,
+};
 
 /// The cause of a store failure, kept for logs (backend-specific errors
 /// stay behind this box).
@@ -72,191 +80,9 @@ impl StoreError {
     }
 }
 
-/// A native step to append: the parsed step, and its JSON exactly as received.
-#[derive(Clone, Debug)]
-pub struct NewStep {
-    /// The parsed step.
-    pub step: Step,
-    /// The record as sent (NDJSON line), or its JSON rendering for other formats.
-    pub raw: String,
-}
-
-/// An outcome reported for a session after the fact (`POST /v1/sessions/{id}/outcome`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OutcomeReport {
-    /// Session.
-    pub session_id: String,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// The reward, when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reward: Option<f64>,
-}
-
-/// Which OTLP signal a stored export request carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OtlpSignal {
-    /// `ExportTraceServiceRequest`.
-    Traces,
-    /// `ExportLogsServiceRequest`.
-    Logs,
-}
-
-/// How a stored export request is encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OtlpEncoding {
-    /// Protobuf (OTLP/HTTP protobuf, and OTLP/gRPC re-encoded).
-    Proto,
-    /// OTLP/JSON.
-    Json,
-}
-
-/// An OTLP export request as received: the log keeps one row per request,
-/// not per span, so storing spans costs what storing their bytes costs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OtlpRequest {
-    /// Traces or logs.
-    pub signal: OtlpSignal,
-    /// Protobuf or JSON.
-    pub encoding: OtlpEncoding,
-    /// The body.
-    pub body: bytes::Bytes,
-}
-
-/// What an OTLP request was read into (passed along live, so the engine
-/// does not decode it again; rebuilt from the body on recovery).
-#[derive(Clone, Debug, PartialEq)]
-pub enum OtlpRecords {
-    /// Spans.
-    Spans(Vec<SpanRecord>),
-    /// Model-call content from GenAI log events.
-    Content(Vec<ContentRecord>),
-}
-
-/// A record to append to the log.
-#[derive(Clone, Debug)]
-#[allow(clippy::large_enum_variant)] // native steps are the common case
-pub enum NewRecord {
-    /// A native step; deduplicated by (session, seq).
-    Step(NewStep),
-    /// An OTLP export request; a request received twice (same bytes) is a duplicate.
-    Otlp {
-        /// The request.
-        request: OtlpRequest,
-        /// SHA-256 of its body (the deduplication key).
-        digest: [u8; 32],
-        /// What it was read into.
-        records: OtlpRecords,
-    },
-    /// An outcome reported after the fact.
-    Outcome {
-        /// The report.
-        report: OutcomeReport,
-        /// Its JSON.
-        raw: String,
-    },
-}
-
-/// A log entry, in commit order.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(clippy::large_enum_variant)] // steps are the common case; boxing them costs an allocation each
-pub enum LogEntry {
-    /// An accepted native step.
-    Step {
-        /// Log position.
-        id: i64,
-        /// When it was received, unix ms.
-        received_ms: i64,
-        /// The step.
-        step: Step,
-    },
-    /// The scorer closed a session for idleness after processing the log up to `after`.
-    Close {
-        /// Log position.
-        id: i64,
-        /// Log position the scorer had processed when it closed the session.
-        after: i64,
-        /// When it decided, unix ms.
-        received_ms: i64,
-        /// Session.
-        session_id: String,
-    },
-    /// An accepted OTLP export request.
-    Otlp {
-        /// Log position.
-        id: i64,
-        /// When it was received, unix ms.
-        received_ms: i64,
-        /// The request as received.
-        request: OtlpRequest,
-        /// What it was read into, when at hand (live); `None` from the store.
-        records: Option<OtlpRecords>,
-    },
-    /// The engine settled a trace judged quiet after processing the log up to `after`.
-    Settle {
-        /// Log position.
-        id: i64,
-        /// Log position the engine had processed when it decided.
-        after: i64,
-        /// When it decided, unix ms (the time its steps are released at).
-        received_ms: i64,
-        /// Trace.
-        trace_id: String,
-    },
-    /// An outcome reported after the fact.
-    Outcome {
-        /// Log position.
-        id: i64,
-        /// When it was received, unix ms.
-        received_ms: i64,
-        /// The report.
-        report: OutcomeReport,
-    },
-    /// A row that cannot be read back (damaged storage): skipped and
-    /// counted, so one bad row never stops the rest of the log.
-    Unreadable {
-        /// Log position.
-        id: i64,
-        /// What is wrong with it.
-        why: String,
-    },
-}
-
-impl LogEntry {
-    /// Its position in the log.
-    pub fn id(&self) -> i64 {
-        match self {
-            LogEntry::Step { id, .. }
-            | LogEntry::Close { id, .. }
-            | LogEntry::Otlp { id, .. }
-            | LogEntry::Settle { id, .. }
-            | LogEntry::Outcome { id, .. }
-            | LogEntry::Unreadable { id, .. } => *id,
-        }
-    }
-}
-
-/// One newly stored record of an append.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stored {
-    /// Its index in the appended records.
-    pub index: usize,
-    /// Its log position.
-    pub id: i64,
-}
-
-/// What an append did.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Appended {
-    /// Newly stored records, in input order. Duplicates are not here.
-    pub stored: Vec<Stored>,
-    /// Records that were already stored (same session and seq, same span, same content).
-    pub duplicates: usize,
-}
-
 /// A session in the listing (`GET /v1/sessions`). Absent fields of an
 /// update leave the stored value.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionRow {
     /// Session id.
     pub session_id: String,
@@ -341,7 +167,7 @@ pub struct SessionQuery {
 }
 
 /// A page of sessions.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionPage {
     /// Sessions, in the order they were first seen.
     pub sessions: Vec<SessionRow>,
@@ -350,7 +176,7 @@ pub struct SessionPage {
 }
 
 /// A page of events.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventPage {
     /// Events, oldest first (newest first when asked).
     pub events: Vec<DriftEvent>,
@@ -399,31 +225,10 @@ pub struct Snapshot {
     pub obsolete: Vec<(String, u64)>,
 }
 
-/// Durable storage for the service.
+/// What the scorer derived from the log, for queries: events, closed
+/// sessions, the session listing, trace links, snapshots and saved session
+/// states. Everything here can be rebuilt by replaying the log.
 pub trait Store: Send + Sync {
-    /// Appends records atomically (one transaction); duplicates of stored
-    /// records are skipped and counted. The append is visible at once and
-    /// durable once a later [`Store::sync`] returns.
-    fn append(&self, records: &[NewRecord], received_ms: i64) -> Result<Appended, StoreError>;
-    /// Makes every write committed before the call durable, so a caller
-    /// can acknowledge many commits with one flush to disk while the next
-    /// commits proceed (pipelined group commit). Committed writes survive
-    /// in commit order: a write that survives a power loss implies that
-    /// every earlier one did.
-    fn sync(&self) -> Result<(), StoreError>;
-    /// Appends a session-close marker decided at `decided_ms`.
-    fn append_close(&self, session_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError>;
-    /// Appends a trace-settle marker decided at `decided_ms`.
-    fn append_settle(&self, trace_id: &str, after: i64, decided_ms: i64) -> Result<i64, StoreError> {
-        let ids = self.append_settles(&[trace_id.to_string()], after, decided_ms)?;
-        ids.first()
-            .copied()
-            .ok_or_else(|| StoreError::database("a settle was not logged"))
-    }
-    /// Logs the settles of several traces decided together, in one transaction; their positions, in order.
-    fn append_settles(&self, trace_ids: &[String], after: i64, decided_ms: i64) -> Result<Vec<i64>, StoreError>;
-    /// Log entries after `position`, at most `limit`.
-    fn log_after(&self, position: i64, limit: usize) -> Result<Vec<LogEntry>, StoreError>;
     /// Inserts events (idempotent by id); returns those that were new.
     fn insert_events(&self, events: &[DriftEvent]) -> Result<Vec<DriftEvent>, StoreError>;
     /// Lists events.
@@ -444,14 +249,11 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Closed sessions of a segment, most recent first.
     fn segment_sessions(&self, segment: &str, limit: usize) -> Result<Vec<StoredSession>, StoreError>;
-    /// Every native step of a session as received, in `seq` order: (seq, raw JSON).
-    fn session_steps(&self, session_id: &str) -> Result<Vec<(u64, String)>, StoreError>;
-    /// The traces a session was assembled from, and the stored OTLP
-    /// requests that hold their spans and content, in log order (replay
-    /// re-assembles them).
-    fn session_requests(&self, session_id: &str) -> Result<(Vec<String>, Vec<OtlpRequest>), StoreError>;
-    /// Sessions sharing a correlation id (multi-agent tasks; an OTLP trace id).
-    fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError>;
+    /// The traces a session was assembled from, and the log positions of
+    /// the OTLP requests that hold their spans and content.
+    fn session_traces(&self, session_id: &str) -> Result<SessionTraces, StoreError>;
+    /// The sessions assembled from a trace.
+    fn trace_sessions(&self, trace_id: &str) -> Result<Vec<String>, StoreError>;
     /// Stores what the engine derived, in one transaction; returns the events that were new.
     fn store_derived(&self, d: &Derived) -> Result<Vec<DriftEvent>, StoreError>;
     /// Inserts or updates session rows (absent fields keep the stored value).
@@ -473,8 +275,60 @@ pub trait Store: Send + Sync {
     /// Deletes every session state row but these (at start: rows the
     /// snapshot does not name are left over from after it); returns how many.
     fn retain_session_states(&self, keep: &[(String, u64)]) -> Result<u64, StoreError>;
-    /// Number of native steps and OTLP trace requests stored.
-    fn step_count(&self) -> Result<u64, StoreError>;
     /// Checks the store answers (readiness).
     fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The traces a session was assembled from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionTraces {
+    /// Trace ids, sorted.
+    pub traces: Vec<String>,
+    /// Log positions of the requests holding their spans and content, ascending, each once.
+    pub requests: Vec<i64>,
+}
+
+/// The service's storage: the log and the query store, which one backend
+/// may provide both of (SQLite) or two may share (a database and a bus).
+#[derive(Clone)]
+pub struct Storage {
+    /// The append-only log.
+    pub log: Arc<dyn Log>,
+    /// What was derived from it.
+    pub store: Arc<dyn Store>,
+}
+
+impl Storage {
+    /// One backend that keeps both.
+    pub fn single<B: Log + Store + 'static>(backend: B) -> Storage {
+        let both = Arc::new(backend);
+        Storage {
+            log: both.clone(),
+            store: both,
+        }
+    }
+
+    /// The traces a session was assembled from and the stored OTLP
+    /// requests holding them, in log order.
+    pub fn session_requests(&self, session_id: &str) -> Result<(Vec<String>, Vec<OtlpRequest>), StoreError> {
+        let t = self.store.session_traces(session_id)?;
+        let requests = self.log.requests(&t.requests)?;
+        Ok((t.traces, requests))
+    }
+
+    /// Sessions sharing a correlation id: native sessions carrying it, and
+    /// sessions assembled from the trace of that id; sorted, each once.
+    pub fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut all = self.log.correlated_sessions(correlation_id)?;
+        all.extend(self.store.trace_sessions(correlation_id)?);
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Both answer (readiness).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.log.ping()?;
+        self.store.ping()
+    }
 }

@@ -642,7 +642,7 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
+impl Log for SqliteStore {
     fn append(&self, records: &[NewRecord], received_ms: i64) -> Result<Appended, StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
@@ -862,6 +862,67 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn session_steps(&self, session_id: &str) -> Result<Vec<RawStep>, StoreError> {
+        self.read(|c| {
+            let mut q = c.prepare_cached("SELECT seq, raw FROM log WHERE session_id = ?1 AND kind = 0 ORDER BY seq")?;
+            let rows = q
+                .query_map(params![session_id], |r| {
+                    Ok(RawStep {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        raw: r.get(1)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn step_count(&self) -> Result<u64, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM log WHERE kind IN (0, 2)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|n| n as u64)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    fn requests(&self, positions: &[i64]) -> Result<Vec<OtlpRequest>, StoreError> {
+        self.read(|c| {
+            let mut q = c.prepare_cached("SELECT kind, encoding, body FROM log WHERE id = ?1 AND kind IN (?2, ?3)")?;
+            let mut ids = positions.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row = q
+                    .query_row(params![id, KIND_TRACES, KIND_LOGS], |r| {
+                        Ok(otlp_request(r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                out.extend(row);
+            }
+            Ok(out)
+        })
+    }
+
+    fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT DISTINCT session_id FROM log WHERE correlation_id = ?1 AND kind = 0 ORDER BY 1",
+            )?;
+            let rows = q
+                .query_map(params![correlation_id], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+}
+
+impl Store for SqliteStore {
     fn insert_events(&self, events: &[DriftEvent]) -> Result<Vec<DriftEvent>, StoreError> {
         self.in_tx(|tx| insert_events_in(tx, events))
     }
@@ -971,53 +1032,6 @@ impl Store for SqliteStore {
             )?;
             let rows = q
                 .query_map(params![segment, limit as i64], |r| decode_session(r.get(0)?))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
-    }
-
-    fn session_steps(&self, session_id: &str) -> Result<Vec<(u64, String)>, StoreError> {
-        self.read(|c| {
-            let mut q = c.prepare_cached("SELECT seq, raw FROM log WHERE session_id = ?1 AND kind = 0 ORDER BY seq")?;
-            let rows = q
-                .query_map(params![session_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
-    }
-
-    fn session_requests(&self, session_id: &str) -> Result<(Vec<String>, Vec<OtlpRequest>), StoreError> {
-        self.read(|c| {
-            let traces: Vec<String> = c
-                .prepare_cached("SELECT trace_id FROM trace_sessions WHERE session_id = ?1 ORDER BY trace_id")?
-                .query_map(params![session_id], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut q = c.prepare_cached(
-                "SELECT kind, encoding, body FROM log WHERE id IN (
-                     SELECT r.log_id FROM trace_sessions t JOIN trace_requests r ON r.trace_id = t.trace_id
-                     WHERE t.session_id = ?1)
-                 ORDER BY id",
-            )?;
-            let requests = q
-                .query_map(params![session_id], |r| {
-                    let kind: i64 = r.get(0)?;
-                    let encoding: Option<i64> = r.get(1)?;
-                    let body: Vec<u8> = r.get(2)?;
-                    Ok(otlp_request(kind, encoding, body))
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok((traces, requests))
-        })
-    }
-
-    fn correlated_sessions(&self, correlation_id: &str) -> Result<Vec<String>, StoreError> {
-        self.read(|c| {
-            let mut q = c.prepare_cached(
-                "SELECT session_id FROM log WHERE correlation_id = ?1 AND kind = 0
-                 UNION SELECT session_id FROM trace_sessions WHERE trace_id = ?1 ORDER BY 1",
-            )?;
-            let rows = q
-                .query_map(params![correlation_id], |r| r.get(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -1178,13 +1192,31 @@ impl Store for SqliteStore {
         })
     }
 
-    fn step_count(&self) -> Result<u64, StoreError> {
+    fn session_traces(&self, session_id: &str) -> Result<SessionTraces, StoreError> {
         self.read(|c| {
-            c.query_row("SELECT COUNT(*) FROM log WHERE kind IN (0, 2)", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            let traces: Vec<String> = c
+                .prepare_cached("SELECT trace_id FROM trace_sessions WHERE session_id = ?1 ORDER BY trace_id")?
+                .query_map(params![session_id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let requests: Vec<i64> = c
+                .prepare_cached(
+                    "SELECT DISTINCT r.log_id FROM trace_sessions t JOIN trace_requests r ON r.trace_id = t.trace_id
+                     WHERE t.session_id = ?1 ORDER BY 1",
+                )?
+                .query_map(params![session_id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(SessionTraces { traces, requests })
         })
-        .map(|n| n as u64)
+    }
+
+    fn trace_sessions(&self, trace_id: &str) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut q = c.prepare_cached("SELECT session_id FROM trace_sessions WHERE trace_id = ?1 ORDER BY 1")?;
+            let rows = q
+                .query_map(params![trace_id], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -1195,7 +1227,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::StepKind;
+    use crate::model::{Step, StepKind};
     use std::os::unix::fs::MetadataExt;
 
     fn step(session: &str, seq: u64) -> NewRecord {
@@ -1284,7 +1316,7 @@ mod tests {
         s.sync().unwrap();
         let ino = s.wal.lock().unwrap().as_ref().map(|w| w.ino);
         assert_eq!(ino, Some(wal_ino(dir.path())));
-        let seqs: Vec<u64> = s.session_steps("a").unwrap().into_iter().map(|x| x.0).collect();
+        let seqs: Vec<u64> = s.session_steps("a").unwrap().into_iter().map(|x| x.seq).collect();
         assert_eq!(seqs, [0, 1, 2]);
     }
 

@@ -137,7 +137,7 @@ impl Assembled {
 }
 
 /// Counters, for metrics and `/v1/otlp/status`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AssembleStats {
     /// Spans taken.
     pub spans: u64,
