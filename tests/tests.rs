@@ -35,3 +35,6 @@ mod snapshot_golden;
 
 // The API in process (router().oneshot).
 mod api_router;
+
+// Every shell example in README.md, run as pasted against the shipped baselines and demo data.
+mod readme_examples;

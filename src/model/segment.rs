@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The unit every baseline and detector is kept per: (agent, task type).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SegmentKey {
     /// Agent name.
     pub agent: String,
@@ -51,6 +51,7 @@ pub enum SegmentField {
     /// The agent (always the first part of the key).
     Agent,
     /// The task type.
+    #[value(alias = "task_type")]
     TaskType,
     /// The finer task category.
     Intent,
