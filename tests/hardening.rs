@@ -517,15 +517,17 @@ async fn damaged_stores_are_detected_and_damaged_snapshots_fall_back_to_the_log(
 
 /// `agentdrift serve` with its stderr kept for the test; the child and its URL.
 fn spawn_serve(data: &Path, extra: &[&str], rust_log: &str) -> (std::process::Child, String) {
-    let mut child = Command::new(bin())
-        .arg("serve")
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
         .args(serve_args(baseline().to_str().unwrap(), data.to_str().unwrap()))
         .args(extra)
-        .env("RUST_LOG", rust_log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env("RUST_LOG", rust_log);
+    spawn_listening(cmd)
+}
+
+/// Starts a command that ends up serving, and waits for its `listening on` line.
+fn spawn_listening(mut cmd: Command) -> (std::process::Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let url = loop {
         let mut line = String::new();
@@ -795,4 +797,96 @@ async fn open_sessions_over_the_cap_wait_in_the_store_through_a_crash_and_score_
         .query_row("SELECT COUNT(*) FROM session_states", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0, "closed sessions leave no saved state");
+}
+
+/// Item 10: a full disk answers 507 `disk_full` naming the file, loses nothing it
+/// acknowledged, keeps serving reads, and ingest resumes by itself once space returns.
+/// The data directory is on a 4 MiB tmpfs of its own, mounted in a private mount
+/// namespace (`unshare -r -m`), so a real filesystem fills without touching the machine's.
+#[tokio::test]
+async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = dir.path().join("fs");
+    std::fs::create_dir(&fs).unwrap();
+    let data = fs.join("data");
+    let filler = fs.join("filler");
+    let probe = Command::new("unshare")
+        .args(["-r", "-m", "true"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        probe,
+        "this test needs `unshare` (util-linux) and mount namespaces: install util-linux, \
+         or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+    );
+    // Mount the tmpfs, take 1 MiB of it with a filler file (freed later to give space back),
+    // then become the server.
+    let script = r#"mount -t tmpfs -o size=4m tmpfs "$1" && head -c 1048576 /dev/zero > "$1/filler" && shift && exec "$@""#;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-r", "-m", "sh", "-c", script, "sh"])
+        .arg(&fs)
+        .arg(bin())
+        .arg("serve")
+        .args(serve_args(baseline().to_str().unwrap(), data.to_str().unwrap()))
+        .env("RUST_LOG", "warn");
+    let (mut child, url) = spawn_listening(cmd);
+    let c = client();
+    let text = "x".repeat(4_000);
+    let batch = |b: u64| -> Vec<Value> {
+        (0..50)
+            .map(|i| {
+                let mut s = step("full-disk", b * 50 + i);
+                s["text"] = json!(text);
+                s
+            })
+            .collect()
+    };
+    // Fill it: every acknowledged batch must be there at the end, and the first refusal is 507.
+    let mut acked = 0u64;
+    let mut b = 0u64;
+    let refusal = loop {
+        assert!(b < 200, "4 MiB never filled after {b} batches of 200 KB");
+        let r = post(&c, &url, &batch(b)).await;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        match status {
+            200 => acked += body["accepted"].as_u64().unwrap(),
+            507 => break body,
+            other => panic!("expected 200 or 507 while the disk fills, got {other}: {body}"),
+        }
+        b += 1;
+    };
+    assert!(acked > 0, "the first batch should have fitted");
+    assert_eq!(refusal["error"]["code"], "disk_full", "{refusal}");
+    let message = refusal["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("disk is full") && message.contains(data.join("agentdrift.sqlite3").to_str().unwrap()),
+        "the message should say the disk is full and name the file: {message}"
+    );
+    assert_eq!(message.matches("the disk is full").count(), 1, "said once: {message}");
+    // Still serving while full: health and reads answer.
+    assert_eq!(c.get(format!("{url}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{url}/v1/sessions")).send().await.unwrap().status(), 200);
+    // Give space back (the filler lives in the server's mount namespace: reach it through
+    // its /proc root) and the very next batch is stored, with no restart.
+    let inside = PathBuf::from(format!("/proc/{}/root", child.id())).join(filler.strip_prefix("/").unwrap());
+    std::fs::remove_file(&inside).unwrap_or_else(|e| panic!("cannot free {}: {e}", inside.display()));
+    let r = post(&c, &url, &batch(b)).await;
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "ingest should resume once space returns: {body}");
+    acked += body["accepted"].as_u64().unwrap();
+    // Nothing acknowledged was lost: the session replays every acknowledged step.
+    let replay: Value = c
+        .get(format!("{url}/v1/sessions/full-disk/replay"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["steps"].as_array().unwrap().len() as u64, acked, "acknowledged steps lost");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -130,12 +130,8 @@ fn parse_ndjson(body: &[u8]) -> (Vec<NewRecord>, Vec<RecordError>) {
         content((String = "application/x-ndjson"), (Binary = "application/msgpack"))),
     responses((status = 200, description = "Stored", body = IngestResponse),
               (status = 400, description = "Empty or unreadable body", body = ErrorBody),
-              (status = 413, description = "Body over the limit", body = ErrorBody),
-              (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
               (status = 422, description = "Invalid records (each named with its line and field); nothing stored", body = ErrorBody),
-              (status = 500, description = "Storage failure", body = ErrorBody),
-              (status = 503, description = "Shutting down, or a passing descriptor shortage (Retry-After)", body = ErrorBody),
-              (status = 507, description = "Disk full", body = ErrorBody)))]
+              IngestFailures))]
 pub async fn post_steps(
     State(state): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -316,6 +312,38 @@ fn otlp_answer<T: Message + Serialize>(format: Format, resp: T) -> Response {
     }
 }
 
+/// The failures every ingest endpoint can answer with, documented once.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its documentation is used
+enum IngestFailures {
+    /// Body over the limit
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Unsupported Content-Type or Content-Encoding
+    #[response(status = 415)]
+    UnsupportedType(ErrorBody),
+    /// Storage failure
+    #[response(status = 500)]
+    Storage(ErrorBody),
+    /// Shutting down, or a passing descriptor shortage (Retry-After)
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// Disk full
+    #[response(status = 507)]
+    DiskFull(ErrorBody),
+}
+
+/// Decodes an OTLP/HTTP body in the encoding its Content-Type named.
+fn decode_otlp<T>(
+    format: Format,
+    body: &[u8],
+    proto: fn(&[u8]) -> Result<T, RecordError>,
+    json: fn(&[u8]) -> Result<T, RecordError>,
+) -> Result<T, ApiError> {
+    let decoded = if format == Format::OtlpProto { proto(body) } else { json(body) };
+    decoded.map_err(|e| ApiError::BadBody(e.to_string()))
+}
+
 /// `POST /v1/traces` (OTLP/HTTP).
 #[utoipa::path(post, path = "/v1/traces", tag = "ingest",
     summary = "OTLP/HTTP trace export (GenAI, OpenInference, OpenLLMetry spans)",
@@ -324,21 +352,14 @@ fn otlp_answer<T: Message + Serialize>(format: Format, resp: T) -> Response {
     responses((status = 200, description = "ExportTraceServiceResponse; partialSuccess counts rejected spans and says why",
                content((Binary = "application/x-protobuf"), (TraceExportAnswer = "application/json"))),
               (status = 400, description = "Not an ExportTraceServiceRequest", body = ErrorBody),
-              (status = 413, description = "Body over the limit", body = ErrorBody),
-              (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
-              (status = 500, description = "Storage failure", body = ErrorBody),
-              (status = 507, description = "Disk full", body = ErrorBody)))]
+              IngestFailures))]
 pub async fn post_traces(
     State(state): State<Arc<Shared>>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let format = otlp_format(&headers)?;
-    let decoded = match format {
-        Format::OtlpProto => otlp::decode_proto(&body),
-        _ => otlp::decode_json(&body),
-    };
-    let req = decoded.map_err(|e| ApiError::BadBody(e.to_string()))?;
+    let req = decode_otlp(format, &body, otlp::decode_proto, otlp::decode_json)?;
     let p = accept_traces(&state, &req, body, format).await?;
     let resp = ExportTraceServiceResponse {
         partial_success: (p.rejected > 0).then_some(ExportTracePartialSuccess {
@@ -357,21 +378,14 @@ pub async fn post_traces(
     responses((status = 200, description = "ExportLogsServiceResponse; partialSuccess counts rejected records and says why",
                content((Binary = "application/x-protobuf"), (LogsExportAnswer = "application/json"))),
               (status = 400, description = "Not an ExportLogsServiceRequest", body = ErrorBody),
-              (status = 413, description = "Body over the limit", body = ErrorBody),
-              (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
-              (status = 500, description = "Storage failure", body = ErrorBody),
-              (status = 507, description = "Disk full", body = ErrorBody)))]
+              IngestFailures))]
 pub async fn post_logs(
     State(state): State<Arc<Shared>>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let format = otlp_format(&headers)?;
-    let decoded = match format {
-        Format::OtlpProto => otlp::decode_logs_proto(&body),
-        _ => otlp::decode_logs_json(&body),
-    };
-    let req = decoded.map_err(|e| ApiError::BadBody(e.to_string()))?;
+    let req = decode_otlp(format, &body, otlp::decode_logs_proto, otlp::decode_logs_json)?;
     let p = accept_logs(&state, &req, body, format).await?;
     let resp = ExportLogsServiceResponse {
         partial_success: (p.rejected > 0).then_some(ExportLogsPartialSuccess {

@@ -78,6 +78,18 @@ fn parse_num<T: std::str::FromStr>(field: &str, v: &Option<String>) -> Result<Op
         .transpose()
 }
 
+/// One of two spellings of a query parameter, or a 400 naming both.
+fn parse_choice<T: Copy>(field: &str, v: &Option<String>, choices: [(&str, T); 2]) -> Result<Option<T>, ApiError> {
+    let Some(s) = v.as_deref() else { return Ok(None) };
+    match choices.iter().find(|(name, _)| *name == s) {
+        Some((_, value)) => Ok(Some(*value)),
+        None => Err(ApiError::BadQuery {
+            field: field.into(),
+            message: format!("expected {} or {}, got `{s}`", choices[0].0, choices[1].0),
+        }),
+    }
+}
+
 fn params<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(p)| p).map_err(|e| {
         let text = e.body_text();
@@ -117,16 +129,7 @@ pub async fn list_events(
         session: p.session,
         cursor: parse_num("cursor", &p.cursor)?,
         limit,
-        newest_first: match p.order.as_deref() {
-            None | Some("oldest") => false,
-            Some("newest") => true,
-            Some(other) => {
-                return Err(ApiError::BadQuery {
-                    field: "order".into(),
-                    message: format!("expected oldest or newest, got `{other}`"),
-                });
-            }
-        },
+        newest_first: parse_choice("order", &p.order, [("oldest", false), ("newest", true)])?.unwrap_or(false),
     };
     let store = s.storage.store.clone();
     Ok(Json(blocking(move || Ok(store.events(&query)?)).await?))
@@ -168,17 +171,7 @@ pub async fn list_sessions(
 ) -> Result<Json<SessionPage>, ApiError> {
     let p = params(q)?;
     let limit = page_limit(&p.limit)?;
-    let scored = match p.scored.as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(other) => {
-            return Err(ApiError::BadQuery {
-                field: "scored".into(),
-                message: format!("expected true or false, got `{other}`"),
-            });
-        }
-    };
+    let scored = parse_choice("scored", &p.scored, [("true", true), ("false", false)])?;
     let query = SessionQuery {
         agent: p.agent,
         segment: p.segment,

@@ -325,7 +325,9 @@ fn commit_group(
         }
         Err(e) => {
             tracing::error!(error = %e, "append failed");
-            let reason = e.to_string();
+            // Each request gets the same failure: its kind, with the cause's words (not the
+            // kind's sentence again, which the answer adds).
+            let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |c| c.to_string());
             let kind = |msg: String| -> StoreError {
                 match &e {
                     StoreError::Full(_) => StoreError::Full(msg.into()),

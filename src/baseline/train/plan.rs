@@ -247,41 +247,24 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Planned, ChartEr
     if !seg.loops.is_empty() && seg.rates.tool_calls > 0 {
         cands.push(session("loop".into(), "loop", ChartTarget::Loops));
     }
-    if f64::from(r.outcome_sessions) >= MIN_RATE_OBS {
-        cands.push(Candidate {
-            id: "bernoulli:failure".into(),
-            family: "bernoulli",
-            target: ChartTarget::Failure,
-            unit: "sessions_with_outcome",
-            per_session: f64::from(r.outcome_sessions) / sessions,
-        });
-    }
-    if f64::from(r.sessions) >= MIN_RATE_OBS {
-        cands.push(session(
-            "bernoulli:escalation".into(),
-            "bernoulli",
-            ChartTarget::Escalation,
-        ));
-    }
-    if f64::from(r.tool_sessions) >= MIN_RATE_OBS {
-        // Per session, not per call: failures cluster within sessions, so
-        // calls are not independent trials.
-        cands.push(Candidate {
-            id: "bernoulli:tool_failure".into(),
-            family: "bernoulli",
-            target: ChartTarget::ToolFailure,
-            unit: "sessions_with_tool_calls",
-            per_session: f64::from(r.tool_sessions) / sessions,
-        });
-    }
-    if f64::from(r.confident_sessions) >= MIN_RATE_OBS {
-        cands.push(Candidate {
-            id: "bernoulli:calibration".into(),
-            family: "bernoulli",
-            target: ChartTarget::Calibration,
-            unit: "confident_sessions",
-            per_session: f64::from(r.confident_sessions) / sessions,
-        });
+    // Outcome rates. Per session, not per call: failures cluster within
+    // sessions, so calls are not independent trials.
+    let per = |n: u32| f64::from(n) / sessions;
+    for (id, target, unit, n, per_session) in [
+        ("bernoulli:failure", ChartTarget::Failure, "sessions_with_outcome", r.outcome_sessions, per(r.outcome_sessions)),
+        ("bernoulli:escalation", ChartTarget::Escalation, "sessions", r.sessions, 1.0),
+        ("bernoulli:tool_failure", ChartTarget::ToolFailure, "sessions_with_tool_calls", r.tool_sessions, per(r.tool_sessions)),
+        ("bernoulli:calibration", ChartTarget::Calibration, "confident_sessions", r.confident_sessions, per(r.confident_sessions)),
+    ] {
+        if f64::from(n) >= MIN_RATE_OBS {
+            cands.push(Candidate {
+                id: id.into(),
+                family: "bernoulli",
+                target,
+                unit,
+                per_session,
+            });
+        }
     }
     cands.retain(|c| !cfg.disabled.iter().any(|d| d == &c.id || d == c.family) && c.per_session > 0.0);
 
