@@ -50,6 +50,9 @@ pub struct ServeConfig {
     pub listen: String,
     /// Directory of the embedded store.
     pub data_dir: String,
+    /// Where the query store lives: empty for the embedded SQLite beside the
+    /// log, or a `postgres://` URL to keep it off the machine.
+    pub store: String,
     /// Seconds without a step after which a session without an `end` step closes.
     pub idle_timeout_secs: u64,
     /// Largest accepted request body, bytes.
@@ -99,6 +102,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: "127.0.0.1:7878".into(),
             data_dir: "./agentdrift-data".into(),
+            store: String::new(),
             idle_timeout_secs: 300,
             max_body_bytes: 16 * 1024 * 1024,
             max_buffered_bytes: 256 << 20,
@@ -259,6 +263,7 @@ impl Config {
             match k.as_str() {
                 "AGENTDRIFT_LISTEN" => self.serve.listen = v.clone(),
                 "AGENTDRIFT_DATA_DIR" => self.serve.data_dir = v.clone(),
+                "AGENTDRIFT_STORE" => self.serve.store = v.clone(),
                 "AGENTDRIFT_IDLE_TIMEOUT_SECS" => self.serve.idle_timeout_secs = num(k, v)?,
                 "AGENTDRIFT_MAX_BODY_BYTES" => self.serve.max_body_bytes = num(k, v)? as usize,
                 "AGENTDRIFT_MAX_BUFFERED_BYTES" => self.serve.max_buffered_bytes = num(k, v)? as usize,

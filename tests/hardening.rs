@@ -822,7 +822,8 @@ async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes()
     );
     // Mount the tmpfs, take 1 MiB of it with a filler file (freed later to give space back),
     // then become the server.
-    let script = r#"mount -t tmpfs -o size=4m tmpfs "$1" && head -c 1048576 /dev/zero > "$1/filler" && shift && exec "$@""#;
+    let script =
+        r#"mount -t tmpfs -o size=4m tmpfs "$1" && head -c 1048576 /dev/zero > "$1/filler" && shift && exec "$@""#;
     let mut cmd = Command::new("unshare");
     cmd.args(["-r", "-m", "sh", "-c", script, "sh"])
         .arg(&fs)
@@ -886,7 +887,11 @@ async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes()
         .json()
         .await
         .unwrap();
-    assert_eq!(replay["steps"].as_array().unwrap().len() as u64, acked, "acknowledged steps lost");
+    assert_eq!(
+        replay["steps"].as_array().unwrap().len() as u64,
+        acked,
+        "acknowledged steps lost"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

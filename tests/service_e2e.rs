@@ -685,6 +685,27 @@ async fn otlp_fixtures_become_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_nothing_acknowledged_and_scoring_continues() {
+    sigkill_scenario(&[]).await;
+}
+
+/// What [`sigkill_scenario`] leaves: the events stored, the sessions streamed,
+/// and the data directory (its server stopped cleanly).
+pub struct AfterCrash {
+    /// Event ids the service stored (equal to an uninterrupted offline scoring).
+    pub events: BTreeSet<String>,
+    /// Sessions streamed, all closed.
+    pub sessions: usize,
+    /// Keeps the data directory alive.
+    pub dir: tempfile::TempDir,
+    /// The baseline it was served with.
+    pub baseline: PathBuf,
+}
+
+/// Streams drifted traffic, SIGKILLs the server mid-stream, restarts it on the
+/// same storage (`env` may point the query store elsewhere) and resends from
+/// the first unacknowledged batch: every acknowledged step is stored once and
+/// the events equal an uninterrupted offline scoring of the same stream.
+pub async fn sigkill_scenario(env: &[(&str, &str)]) -> AfterCrash {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // A baseline of one model, traffic of another: plenty of events either side of the crash.
@@ -715,7 +736,7 @@ async fn sigkill_loses_nothing_acknowledged_and_scoring_continues() {
         }
     };
     let kill_at = batches.len() / 2;
-    let mut server = Server::start(&baseline, &data, &[]);
+    let mut server = Server::start(&baseline, &data, env);
     // A concurrent stream, killed mid-flight.
     let url = server.url.clone();
     let first: Vec<Vec<String>> = batches[..kill_at].to_vec();
@@ -746,7 +767,7 @@ async fn sigkill_loses_nothing_acknowledged_and_scoring_continues() {
     }
     assert!(!sent_ok.is_empty(), "some batches were acknowledged before the kill");
     // Restart on the same data and resend everything from the first unacknowledged batch.
-    server = Server::start(&baseline, &data, &[]);
+    server = Server::start(&baseline, &data, env);
     let url = server.url.clone();
     for b in &batches[sent_ok.len()..] {
         let r = post_ndjson(&c, &url, b).await;
@@ -814,6 +835,12 @@ async fn sigkill_loses_nothing_acknowledged_and_scoring_continues() {
     assert!(!expected.is_empty(), "the drifted traffic raises events");
     assert_eq!(events, expected);
     server.terminate();
+    AfterCrash {
+        events,
+        sessions: traffic.len(),
+        dir,
+        baseline,
+    }
 }
 
 /// Newest first is the oldest-first listing reversed, a page at a time.

@@ -33,6 +33,9 @@ mod eval_real_data;
 // The scorer snapshot format: a golden file of this version loads and scores on; other versions are refused.
 mod snapshot_golden;
 
+// `--store postgres://…` against the real PostgreSQL: crash recovery, rows in PostgreSQL, another log refused.
+mod postgres_store;
+
 // The API in process (router().oneshot).
 mod api_router;
 

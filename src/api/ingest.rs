@@ -340,7 +340,11 @@ fn decode_otlp<T>(
     proto: fn(&[u8]) -> Result<T, RecordError>,
     json: fn(&[u8]) -> Result<T, RecordError>,
 ) -> Result<T, ApiError> {
-    let decoded = if format == Format::OtlpProto { proto(body) } else { json(body) };
+    let decoded = if format == Format::OtlpProto {
+        proto(body)
+    } else {
+        json(body)
+    };
     decoded.map_err(|e| ApiError::BadBody(e.to_string()))
 }
 

@@ -19,6 +19,10 @@ pub struct ServeArgs {
     /// Directory of the embedded store (default ./agentdrift-data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Query store: a `postgres://` URL keeps events, sessions, reports and snapshots in
+    /// PostgreSQL (default: the embedded SQLite in --data-dir, beside the log).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// Address to listen on (default 127.0.0.1:7878; port 0 picks a free one).
     #[arg(long)]
     pub listen: Option<String>,
@@ -101,6 +105,9 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(d) = &a.data_dir {
         cfg.serve.data_dir = d.display().to_string();
     }
+    if let Some(s) = &a.store {
+        cfg.serve.store = s.clone();
+    }
     if let Some(l) = &a.listen {
         cfg.serve.listen = l.clone();
     }
@@ -124,14 +131,20 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => PriceTable::load(std::path::Path::new(p))?,
         None => PriceTable::default(),
     };
-    let storage = crate::store::Storage::single(SqliteStore::open_checked(
-        std::path::Path::new(&cfg.serve.data_dir),
-        match a.check_store.as_str() {
-            "quick" => crate::store::sqlite::Check::Quick,
-            "full" => crate::store::sqlite::Check::Full,
-            other => anyhow::bail!("--check-store must be quick or full, got `{other}`"),
-        },
-    )?);
+    let check = match a.check_store.as_str() {
+        "quick" => crate::store::sqlite::Check::Quick,
+        "full" => crate::store::sqlite::Check::Full,
+        other => anyhow::bail!("--check-store must be quick or full, got `{other}`"),
+    };
+    let local = SqliteStore::open_checked(std::path::Path::new(&cfg.serve.data_dir), check)?;
+    let storage = match cfg.serve.store.as_str() {
+        "" | "sqlite" => crate::store::Storage::single(local),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = crate::store::postgres::PgStore::open(url)?;
+            crate::store::Storage::split(local, store)?
+        }
+        other => anyhow::bail!("--store must be a postgres:// URL (or empty for the embedded store), got `{other}`"),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(serve(storage, baseline, cfg, prices))?;
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@
 //! nothing.
 
 pub mod log;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -306,6 +307,33 @@ impl Storage {
             log: both.clone(),
             store: both,
         }
+    }
+
+    /// A log and a query store kept apart (e.g. the embedded log and a
+    /// PostgreSQL store). Refuses a store whose snapshot covers a log
+    /// position this log does not hold: it was derived from another log, and
+    /// replaying this one after it would mix two histories.
+    pub fn split<L: Log + 'static, S: Store + 'static>(log: L, store: S) -> Result<Storage, StoreError> {
+        if let Some(snap) = store.snapshot()?
+            && snap.position > 0
+        {
+            let at = log.log_after(snap.position - 1, 1)?;
+            if at.first().map(LogEntry::id) != Some(snap.position) {
+                return Err(StoreError::Open {
+                    path: "the query store".into(),
+                    message: format!(
+                        "its scorer snapshot covers log position {} but this log does not hold that position: \
+                         the store was derived from another log. Use the data directory that wrote it, or an empty \
+                         database (or schema) for this log",
+                        snap.position
+                    ),
+                });
+            }
+        }
+        Ok(Storage {
+            log: Arc::new(log),
+            store: Arc::new(store),
+        })
     }
 
     /// The traces a session was assembled from and the stored OTLP

@@ -472,7 +472,9 @@ impl SqliteStore {
             .map_err(|_| StoreError::database("writer lock poisoned"))?;
         f(&mut c).map_err(|e| match db(e) {
             // SQLite's "database or disk is full" does not say which file.
-            StoreError::Full(cause) => StoreError::Full(format!("cannot write {}: {cause}", self.path.display()).into()),
+            StoreError::Full(cause) => {
+                StoreError::Full(format!("cannot write {}: {cause}", self.path.display()).into())
+            }
             other => other,
         })
     }

@@ -251,10 +251,34 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Planned, ChartEr
     // sessions, so calls are not independent trials.
     let per = |n: u32| f64::from(n) / sessions;
     for (id, target, unit, n, per_session) in [
-        ("bernoulli:failure", ChartTarget::Failure, "sessions_with_outcome", r.outcome_sessions, per(r.outcome_sessions)),
-        ("bernoulli:escalation", ChartTarget::Escalation, "sessions", r.sessions, 1.0),
-        ("bernoulli:tool_failure", ChartTarget::ToolFailure, "sessions_with_tool_calls", r.tool_sessions, per(r.tool_sessions)),
-        ("bernoulli:calibration", ChartTarget::Calibration, "confident_sessions", r.confident_sessions, per(r.confident_sessions)),
+        (
+            "bernoulli:failure",
+            ChartTarget::Failure,
+            "sessions_with_outcome",
+            r.outcome_sessions,
+            per(r.outcome_sessions),
+        ),
+        (
+            "bernoulli:escalation",
+            ChartTarget::Escalation,
+            "sessions",
+            r.sessions,
+            1.0,
+        ),
+        (
+            "bernoulli:tool_failure",
+            ChartTarget::ToolFailure,
+            "sessions_with_tool_calls",
+            r.tool_sessions,
+            per(r.tool_sessions),
+        ),
+        (
+            "bernoulli:calibration",
+            ChartTarget::Calibration,
+            "confident_sessions",
+            r.confident_sessions,
+            per(r.confident_sessions),
+        ),
     ] {
         if f64::from(n) >= MIN_RATE_OBS {
             cands.push(Candidate {
