@@ -3,7 +3,7 @@
 //! TLS, file modes, damaged stores and snapshots, escaped text logs, JSON on
 //! every error status.
 
-use crate::service_e2e::Server;
+use crate::service_e2e::{Server, get_json};
 use crate::support::{bin, repo, shared};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -404,14 +404,7 @@ fn serve_args<'a>(b: &'a str, data: &'a str) -> Vec<&'a str> {
 
 /// Closed sessions the scorer has counted, and the sessions it holds open.
 async fn engine_sessions(c: &reqwest::Client, url: &str) -> (u64, u64) {
-    let v: Value = c
-        .get(format!("{url}/v1/segments"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(c, &format!("{url}/v1/segments")).await;
     let closed = v["segments"]
         .as_array()
         .unwrap()
@@ -675,14 +668,7 @@ async fn send_steps(c: &reqwest::Client, part: &[&String], url: &str) {
 /// What a run scored: every event id, and every session as stored (without
 /// its wall-clock close time).
 async fn scored(c: &reqwest::Client, url: &str, sessions: &[String]) -> (Vec<String>, Vec<Value>) {
-    let page: Value = c
-        .get(format!("{url}/v1/events?limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(c, &format!("{url}/v1/events?limit=1000")).await;
     let mut ids: Vec<String> = page["events"]
         .as_array()
         .unwrap()
@@ -879,14 +865,7 @@ async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes()
     assert_eq!(status, 200, "ingest should resume once space returns: {body}");
     acked += body["accepted"].as_u64().unwrap();
     // Nothing acknowledged was lost: the session replays every acknowledged step.
-    let replay: Value = c
-        .get(format!("{url}/v1/sessions/full-disk/replay"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let replay = get_json(&c, &format!("{url}/v1/sessions/full-disk/replay")).await;
     assert_eq!(
         replay["steps"].as_array().unwrap().len() as u64,
         acked,

@@ -136,7 +136,8 @@ pub async fn wait_for_steps(c: &reqwest::Client, base: &str, session: &str, n: u
     panic!("session {session} did not reach {n} steps within 30 s");
 }
 
-async fn get_json(c: &reqwest::Client, url: &str) -> Value {
+/// GETs `url`, which must answer 2xx, as JSON.
+pub async fn get_json(c: &reqwest::Client, url: &str) -> Value {
     let r = c.get(url).send().await.unwrap();
     assert!(r.status().is_success(), "GET {url}: {}", r.status());
     r.json().await.unwrap()

@@ -230,24 +230,55 @@ pub struct Snapshot {
 /// sessions, the session listing, trace links, snapshots and saved session
 /// states. Everything here can be rebuilt by replaying the log.
 pub trait Store: Send + Sync {
-    /// Inserts events (idempotent by id); returns those that were new.
-    fn insert_events(&self, events: &[DriftEvent]) -> Result<Vec<DriftEvent>, StoreError>;
-    /// Lists events.
-    fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError>;
-    /// One event.
-    fn event(&self, id: &str) -> Result<Option<DriftEvent>, StoreError>;
-    /// Records closed sessions (by session id: the first close time stays, the body is updated).
-    fn insert_sessions(&self, sessions: &[StoredSession]) -> Result<(), StoreError>;
-    /// A closed session.
-    fn session(&self, id: &str) -> Result<Option<StoredSession>, StoreError>;
-    /// Records an outcome learnt after a session closed (its stored body and row).
+    /// Stores what the engine derived, in one transaction: trace and request
+    /// links, listing rows, events (idempotent by id), closed sessions (by
+    /// session id: the first close time stays, the body is updated) and
+    /// outcomes learnt after a close (body and row); returns the events that
+    /// were new. The one write a backend implements for derived data.
+    fn store_derived(&self, d: &Derived) -> Result<Vec<DriftEvent>, StoreError>;
+    /// Inserts events alone (see [`Store::store_derived`]).
+    fn insert_events(&self, events: &[DriftEvent]) -> Result<Vec<DriftEvent>, StoreError> {
+        self.store_derived(&Derived {
+            events: events.to_vec(),
+            ..Derived::default()
+        })
+    }
+    /// Records closed sessions alone.
+    fn insert_sessions(&self, sessions: &[StoredSession]) -> Result<(), StoreError> {
+        self.store_derived(&Derived {
+            sessions: sessions.to_vec(),
+            ..Derived::default()
+        })
+        .map(drop)
+    }
+    /// Records one outcome learnt after its session closed.
     fn set_session_outcome(
         &self,
         id: &str,
         outcome: Outcome,
         reward: Option<f64>,
         source: OutcomeSource,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.store_derived(&Derived {
+            outcomes: vec![(id.to_string(), outcome, reward, source)],
+            ..Derived::default()
+        })
+        .map(drop)
+    }
+    /// Inserts or updates session rows alone (absent fields keep the stored value).
+    fn upsert_session_rows(&self, rows: &[SessionRow]) -> Result<(), StoreError> {
+        self.store_derived(&Derived {
+            rows: rows.to_vec(),
+            ..Derived::default()
+        })
+        .map(drop)
+    }
+    /// Lists events.
+    fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError>;
+    /// One event.
+    fn event(&self, id: &str) -> Result<Option<DriftEvent>, StoreError>;
+    /// A closed session.
+    fn session(&self, id: &str) -> Result<Option<StoredSession>, StoreError>;
     /// Closed sessions of a segment, most recent first.
     fn segment_sessions(&self, segment: &str, limit: usize) -> Result<Vec<StoredSession>, StoreError>;
     /// The traces a session was assembled from, and the log positions of
@@ -255,10 +286,6 @@ pub trait Store: Send + Sync {
     fn session_traces(&self, session_id: &str) -> Result<SessionTraces, StoreError>;
     /// The sessions assembled from a trace.
     fn trace_sessions(&self, trace_id: &str) -> Result<Vec<String>, StoreError>;
-    /// Stores what the engine derived, in one transaction; returns the events that were new.
-    fn store_derived(&self, d: &Derived) -> Result<Vec<DriftEvent>, StoreError>;
-    /// Inserts or updates session rows (absent fields keep the stored value).
-    fn upsert_session_rows(&self, rows: &[SessionRow]) -> Result<(), StoreError>;
     /// Lists sessions.
     fn sessions_page(&self, q: &SessionQuery) -> Result<SessionPage, StoreError>;
     /// One session's row.

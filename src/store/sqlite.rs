@@ -929,28 +929,6 @@ impl Log for SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn insert_events(&self, events: &[DriftEvent]) -> Result<Vec<DriftEvent>, StoreError> {
-        self.in_tx(|tx| insert_events_in(tx, events))
-    }
-
-    fn insert_sessions(&self, sessions: &[StoredSession]) -> Result<(), StoreError> {
-        self.in_tx(|tx| insert_sessions_in(tx, sessions))
-    }
-
-    fn set_session_outcome(
-        &self,
-        id: &str,
-        outcome: Outcome,
-        reward: Option<f64>,
-        source: OutcomeSource,
-    ) -> Result<(), StoreError> {
-        self.in_tx(|tx| set_session_outcome_in(tx, id, outcome, reward, source))
-    }
-
-    fn upsert_session_rows(&self, rows: &[SessionRow]) -> Result<(), StoreError> {
-        self.in_tx(|tx| upsert_session_rows_in(tx, rows))
-    }
-
     fn store_derived(&self, d: &Derived) -> Result<Vec<DriftEvent>, StoreError> {
         if d.is_empty() {
             return Ok(Vec::new());
