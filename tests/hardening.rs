@@ -665,9 +665,25 @@ async fn send_steps(c: &reqwest::Client, part: &[&String], url: &str) {
     }
 }
 
-/// What a run scored: every event id, and every session as stored (without
-/// its wall-clock close time).
+/// What a run scored once the store has caught up: the engine counts a session
+/// closed when it applies the close, and the writer stores its events and row a
+/// little later, so read until two reads half a second apart agree.
 async fn scored(c: &reqwest::Client, url: &str, sessions: &[String]) -> (Vec<String>, Vec<Value>) {
+    let mut last = scored_now(c, url, sessions).await;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = scored_now(c, url, sessions).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("what {url} scored did not settle within 20 s");
+}
+
+/// What a run has stored now: every event id, and every session (without its
+/// wall-clock close time).
+async fn scored_now(c: &reqwest::Client, url: &str, sessions: &[String]) -> (Vec<String>, Vec<Value>) {
     let page = get_json(c, &format!("{url}/v1/events?limit=1000")).await;
     let mut ids: Vec<String> = page["events"]
         .as_array()
@@ -817,7 +833,16 @@ async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes()
         .arg("serve")
         .args(serve_args(baseline().to_str().unwrap(), data.to_str().unwrap()))
         .env("RUST_LOG", "warn");
-    let (mut child, url) = spawn_listening(cmd);
+    let (child, url) = spawn_listening(cmd);
+    // Killed however the test ends (a failed assertion included).
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Killed(child);
     let c = client();
     let text = "x".repeat(4_000);
     let batch = |b: u64| -> Vec<Value> {
@@ -857,7 +882,7 @@ async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes()
     assert_eq!(c.get(format!("{url}/v1/sessions")).send().await.unwrap().status(), 200);
     // Give space back (the filler lives in the server's mount namespace: reach it through
     // its /proc root) and the very next batch is stored, with no restart.
-    let inside = PathBuf::from(format!("/proc/{}/root", child.id())).join(filler.strip_prefix("/").unwrap());
+    let inside = PathBuf::from(format!("/proc/{}/root", child.0.id())).join(filler.strip_prefix("/").unwrap());
     std::fs::remove_file(&inside).unwrap_or_else(|e| panic!("cannot free {}: {e}", inside.display()));
     let r = post(&c, &url, &batch(b)).await;
     let status = r.status().as_u16();
@@ -871,6 +896,4 @@ async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes()
         acked,
         "acknowledged steps lost"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
