@@ -141,7 +141,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         "" | "sqlite" => crate::store::Storage::single(local),
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = crate::store::postgres::PgStore::open(url)?;
-            crate::store::Storage::split(local, store)?
+            crate::store::Storage::split(local, store)
         }
         other => anyhow::bail!("--store must be a postgres:// URL (or empty for the embedded store), got `{other}`"),
     };

@@ -131,6 +131,9 @@ pub fn recover(
             None
         }
     };
+    if let Some(s) = &snapshot {
+        storage.check_snapshot(s)?;
+    }
     match snapshot {
         Some(s) if s.baseline_id == baseline_id(&baseline) => {
             let restored = decode_state(&s.state).and_then(|state| match state {

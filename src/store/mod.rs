@@ -337,29 +337,34 @@ impl Storage {
     }
 
     /// A log and a query store kept apart (e.g. the embedded log and a
-    /// PostgreSQL store). Refuses a store whose snapshot covers a log
-    /// position this log does not hold: it was derived from another log, and
-    /// replaying this one after it would mix two histories.
-    pub fn split<L: Log + 'static, S: Store + 'static>(log: L, store: S) -> Result<Storage, StoreError> {
-        if let Some(snap) = store.snapshot()?
-            && snap.position > 0
-        {
-            let at = log.log_after(snap.position - 1, 1)?;
-            if at.first().map(LogEntry::id) != Some(snap.position) {
-                return Err(StoreError::Open {
-                    path: "the query store".into(),
-                    message: format!(
-                        "its scorer snapshot covers log position {} but this log does not hold that position: \
-                         the store was derived from another log. Use the data directory that wrote it, or an empty \
-                         database (or schema) for this log",
-                        snap.position
-                    ),
-                });
-            }
-        }
-        Ok(Storage {
+    /// PostgreSQL store). Recovery refuses a store whose snapshot covers a
+    /// log position this log does not hold ([`Storage::check_snapshot`]).
+    pub fn split<L: Log + 'static, S: Store + 'static>(log: L, store: S) -> Storage {
+        Storage {
             log: Arc::new(log),
             store: Arc::new(store),
+        }
+    }
+
+    /// Refuses a snapshot that covers a log position this log does not
+    /// hold: its store was derived from another log, and replaying this one
+    /// after it would mix two histories.
+    pub fn check_snapshot(&self, snap: &Snapshot) -> Result<(), StoreError> {
+        if snap.position <= 0 {
+            return Ok(());
+        }
+        let at = self.log.log_after(snap.position - 1, 1)?;
+        if at.first().map(LogEntry::id) == Some(snap.position) {
+            return Ok(());
+        }
+        Err(StoreError::Open {
+            path: "the query store".into(),
+            message: format!(
+                "its scorer snapshot covers log position {} but this log does not hold that position: \
+                 the store was derived from another log. Use the data directory that wrote it, or an empty \
+                 database (or schema) for this log",
+                snap.position
+            ),
         })
     }
 

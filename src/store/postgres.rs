@@ -121,8 +121,10 @@ fn pg(e: postgres::Error) -> StoreError {
             StoreError::Busy(Box::new(e))
         }
         Some(_) => StoreError::Database(Box::new(e)),
-        // No SQL state: the connection itself failed.
-        None if e.is_closed() || std::error::Error::source(&e).is_some() => StoreError::Busy(Box::new(e)),
+        // No SQL state: the connection failed (retry), or a value did not convert.
+        None if e.is_closed() || std::error::Error::source(&e).is_some_and(|c| c.is::<std::io::Error>()) => {
+            StoreError::Busy(Box::new(e))
+        }
         None => StoreError::Database(Box::new(e)),
     }
 }
