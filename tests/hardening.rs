@@ -803,7 +803,7 @@ async fn open_sessions_over_the_cap_wait_in_the_store_through_a_crash_and_score_
 
 /// Item 10: a full disk answers 507 `disk_full` naming the file, loses nothing it
 /// acknowledged, keeps serving reads, and ingest resumes by itself once space returns.
-/// The data directory is on a 4 MiB tmpfs of its own, mounted in a private mount
+/// The data directory is on an 8 MiB tmpfs of its own, mounted in a private mount
 /// namespace (`unshare -r -m`), so a real filesystem fills without touching the machine's.
 #[tokio::test]
 async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes() {
@@ -822,10 +822,13 @@ async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes()
         "this test needs `unshare` (util-linux) and mount namespaces: install util-linux, \
          or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
     );
-    // Mount the tmpfs, take 1 MiB of it with a filler file (freed later to give space back),
-    // then become the server.
+    // Mount the tmpfs, take 5 MiB of it with a filler file (freed later to give space back),
+    // then become the server, which fills the other 3 MiB. The filler is larger than all the
+    // server can have written: once it is freed, copying the WAL's backlog into the database
+    // (which the full disk held back, and which runs as soon as there is room) cannot take
+    // all the space returned before the next batch arrives.
     let script =
-        r#"mount -t tmpfs -o size=4m tmpfs "$1" && head -c 1048576 /dev/zero > "$1/filler" && shift && exec "$@""#;
+        r#"mount -t tmpfs -o size=8m tmpfs "$1" && head -c 5242880 /dev/zero > "$1/filler" && shift && exec "$@""#;
     let mut cmd = Command::new("unshare");
     cmd.args(["-r", "-m", "sh", "-c", script, "sh"])
         .arg(&fs)
@@ -858,7 +861,7 @@ async fn a_full_disk_answers_507_loses_nothing_acknowledged_and_ingest_resumes()
     let mut acked = 0u64;
     let mut b = 0u64;
     let refusal = loop {
-        assert!(b < 200, "4 MiB never filled after {b} batches of 200 KB");
+        assert!(b < 200, "3 MiB never filled after {b} batches of 200 KB");
         let r = post(&c, &url, &batch(b)).await;
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap();
