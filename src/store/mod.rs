@@ -305,6 +305,18 @@ pub trait Store: Send + Sync {
     fn retain_session_states(&self, keep: &[(String, u64)]) -> Result<u64, StoreError>;
     /// Checks the store answers (readiness).
     fn ping(&self) -> Result<(), StoreError>;
+    /// Events stored after a position, oldest first, each with its position,
+    /// so a consumer that keeps a cursor (alert delivery) resumes exactly there.
+    fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, DriftEvent)>, StoreError>;
+    /// How many events are stored after a position (a consumer's lag).
+    fn events_count_after(&self, after: i64) -> Result<u64, StoreError>;
+    /// The position of the newest stored event (0 when there is none): where
+    /// a new consumer starts when it should see only what comes next.
+    fn last_event_position(&self) -> Result<i64, StoreError>;
+    /// A named consumer's saved cursor (an alert sink's last delivered event position).
+    fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError>;
+    /// Saves a named consumer's cursor.
+    fn set_cursor(&self, name: &str, position: i64) -> Result<(), StoreError>;
 }
 
 /// The traces a session was assembled from.

@@ -92,6 +92,10 @@ CREATE TABLE IF NOT EXISTS snapshot (
     baseline_id TEXT NOT NULL,
     state BYTEA NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    position BIGINT NOT NULL
+);
 ";
 
 /// Connections kept for reuse.
@@ -654,6 +658,59 @@ impl Store for PgStore {
 
     fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.simple_query("SELECT 1").map(|_| ()))
+    }
+
+    fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, DriftEvent)>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT rid, body FROM events WHERE rid > $1 ORDER BY rid LIMIT $2",
+                &[&after, &(limit.clamp(1, 1000) as i64)],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                let rid: i64 = r.try_get(0).map_err(pg)?;
+                let body: String = r.try_get(1).map_err(pg)?;
+                Ok((
+                    rid,
+                    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ))
+            })
+            .collect()
+    }
+
+    fn events_count_after(&self, after: i64) -> Result<u64, StoreError> {
+        let n: i64 = self.with(|c| {
+            c.query_one("SELECT COUNT(*) FROM events WHERE rid > $1", &[&after])?
+                .try_get(0)
+        })?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn last_event_position(&self) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_one("SELECT COALESCE(MAX(rid), 0)::BIGINT FROM events", &[])?
+                .try_get(0)
+        })
+    }
+
+    fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.with(|c| {
+            c.query_opt("SELECT position FROM cursors WHERE name = $1", &[&name])?
+                .map(|r| r.try_get(0))
+                .transpose()
+        })
+    }
+
+    fn set_cursor(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO cursors (name, position) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                &[&name, &position],
+            )
+            .map(drop)
+        })
     }
 }
 

@@ -114,6 +114,10 @@ CREATE TABLE IF NOT EXISTS snapshot (
     baseline_id TEXT NOT NULL,
     state BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
 ";
 
 /// SQLite store under a data directory.
@@ -1205,6 +1209,57 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, DriftEvent)>, StoreError> {
+        let rows: Vec<(i64, String)> = self.read(|c| {
+            c.prepare_cached("SELECT rid, body FROM events WHERE rid > ?1 ORDER BY rid LIMIT ?2")?
+                .query_map(params![after, limit.clamp(1, 1000) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect()
+        })?;
+        rows.into_iter()
+            .map(|(rid, b)| {
+                Ok((
+                    rid,
+                    serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ))
+            })
+            .collect()
+    }
+
+    fn events_count_after(&self, after: i64) -> Result<u64, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM events WHERE rid > ?1", params![after], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|n| n.max(0) as u64)
+    }
+
+    fn last_event_position(&self) -> Result<i64, StoreError> {
+        self.read(|c| c.query_row("SELECT COALESCE(MAX(rid), 0) FROM events", [], |r| r.get(0)))
+    }
+
+    fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT position FROM cursors WHERE name = ?1", params![name], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+
+    fn set_cursor(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO cursors (name, position) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                params![name, position],
+            )
+            .map(drop)
+        })
     }
 }
 

@@ -124,6 +124,10 @@ macro_rules! store_suite {
                 suite::events_are_idempotent_and_filterable(&mut $factory());
             }
             #[test]
+            fn consumers_resume_from_their_cursor() {
+                suite::consumers_resume_from_their_cursor(&mut $factory());
+            }
+            #[test]
             fn sessions_and_snapshots() {
                 suite::sessions_and_snapshots(&mut $factory());
             }
