@@ -12,8 +12,10 @@ if ! command -v promtool >/dev/null; then
 fi
 
 work=$(mktemp -d)
+# An alert sink whose receiver is never up, so the alert families have samples too.
+printf '[[alerts.sink]]\nname = "nowhere"\ntype = "webhook"\nurl = "http://127.0.0.1:9/"\n' >"$work/agentdrift.toml"
 "$BIN" serve --baseline baselines/tau-all.adb --data-dir "$work/data" --listen 127.0.0.1:0 \
-  --otlp-grpc-listen 127.0.0.1:0 >"$work/out" 2>"$work/err" &
+  --otlp-grpc-listen 127.0.0.1:0 --config "$work/agentdrift.toml" >"$work/out" 2>"$work/err" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
@@ -36,3 +38,22 @@ promtool check metrics <"$work/metrics.txt"
 diff <(grep -v '^#' "$work/metrics.txt" | cut -d' ' -f1 | sort) \
      <(grep -v '^#' "$work/metrics.om" | cut -d' ' -f1 | sort)
 echo "contracts: promtool check metrics passed ($(grep -c '^# TYPE' "$work/metrics.txt") families)"
+
+# The shipped alerting rules: valid, their unit tests pass, and every metric they name is one
+# this build registers (a renamed metric would silently never fire). README's metric table is
+# the registry (a unit test holds them equal), and lists families that have no sample yet.
+promtool check rules deploy/prometheus/agentdrift-rules.yml
+(cd deploy/prometheus && promtool test rules agentdrift-rules.test.yml)
+for name in $(grep -o 'agentdrift_[a-z_]*' deploy/prometheus/agentdrift-rules.yml | sed 's/_bucket$//' | sort -u); do
+  grep -qF "| \`${name}\` |" README.md ||
+    { echo "deploy/prometheus/agentdrift-rules.yml uses ${name}, which the service does not register"; exit 1; }
+done
+echo "contracts: alerting rules checked and unit-tested"
+
+# The shipped systemd unit (where systemd-analyze exists), with ExecStart at this build's binary.
+if command -v systemd-analyze >/dev/null; then
+  mkdir -p "$work/systemd"
+  sed "s#/usr/local/bin/agentdrift#$(realpath "$BIN")#" deploy/systemd/agentdrift.service >"$work/systemd/agentdrift.service"
+  systemd-analyze verify "$work/systemd/agentdrift.service"
+  echo "contracts: systemd-analyze verify passed"
+fi

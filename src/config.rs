@@ -17,6 +17,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `[auth]`: tokens and scopes.
     pub auth: AuthConfig,
+    /// `[alerts]`: where drift events are delivered.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// `[auth]` settings.
@@ -329,6 +331,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_example_holds_only_defaults() {
+        let text = include_str!("../deploy/agentdrift.toml");
+        let shipped = Config::parse(text, "deploy/agentdrift.toml").unwrap();
+        assert_eq!(
+            shipped,
+            Config::default(),
+            "deploy/agentdrift.toml says it writes the defaults"
+        );
+    }
 
     #[test]
     fn defaults_round_trip_and_unknown_keys_fail() {

@@ -6,6 +6,7 @@
 //! numbers) → detectors → events → store/API. The statistical core is pure.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod baseline;

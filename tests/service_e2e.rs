@@ -21,6 +21,11 @@ pub struct Server {
 impl Server {
     /// Starts the binary and waits for its "listening on" line.
     pub fn start(baseline: &Path, data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+        Server::start_with(baseline, data_dir, &[], extra_env)
+    }
+
+    /// Same, with more command-line arguments (`--config …`).
+    pub fn start_with(baseline: &Path, data_dir: &Path, extra_args: &[&str], extra_env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin());
         cmd.args([
             "serve",
@@ -33,6 +38,7 @@ impl Server {
             "--otlp-grpc-listen",
             "127.0.0.1:0",
         ])
+        .args(extra_args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

@@ -41,3 +41,7 @@ mod api_router;
 
 // Every shell example in README.md, run as pasted against the shipped baselines and demo data.
 mod readme_examples;
+// Alert delivery to a real Alertmanager, a webhook and a Slack receiver: outages, restarts, exactly once.
+mod alerts;
+// The shipped Prometheus rules and Grafana dashboard against a real Prometheus scraping the service.
+mod deploy_prometheus;

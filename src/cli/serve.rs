@@ -220,7 +220,9 @@ async fn serve(
         cfg.serve.listen
     );
     let tls = tls(&cfg.serve)?;
-    let (shared, workers, stop_tx) = start(storage, baseline.clone(), cfg.clone(), prices).await?;
+    // Sinks are checked before recovery, so a bad one is reported at once.
+    let sinks = cfg.alerts.sinks(&std::env::vars().collect())?;
+    let (shared, mut workers, stop_tx) = start(storage, baseline.clone(), cfg.clone(), prices).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.serve.listen))?;
@@ -242,6 +244,12 @@ async fn serve(
     if let Some(g) = grpc_addr {
         println!("otlp-grpc on {scheme}://{g}");
     }
+    let public = if cfg.alerts.public_url.is_empty() {
+        format!("{scheme}://{addr}")
+    } else {
+        cfg.alerts.public_url.clone()
+    };
+    workers.start_alerts(&shared, sinks, &public)?;
     let limits = Transport {
         header_timeout: std::time::Duration::from_secs(cfg.serve.http_header_timeout_secs.max(1)),
         max_connections: cfg.serve.max_connections,

@@ -162,6 +162,8 @@ pub struct Metrics {
     pub chart_limit: Family<DetectorLabels, FGauge>,
     /// Observations a chart refused (non-finite scores).
     pub chart_rejected: Family<DetectorLabels, Gauge>,
+    /// Alert delivery per sink.
+    pub alerts: crate::alerts::AlertMetrics,
     lock: Mutex<()>,
 }
 
@@ -219,6 +221,7 @@ impl Metrics {
             chart_statistic: Family::default(),
             chart_limit: Family::default(),
             chart_rejected: Family::default(),
+            alerts: crate::alerts::AlertMetrics::default(),
             registry: Registry::default(),
             lock: Mutex::new(()),
         };
@@ -434,6 +437,16 @@ impl Metrics {
             "agentdrift_otlp_assembly",
             "Span assembly: traces settled with and without root, late spans and content, orphan content, conflicts",
             m.otlp_assembly.clone(),
+        );
+        r.register(
+            "agentdrift_alerts_sent",
+            "Drift events per alert sink: delivered, failed (attempts to retry), filtered (skipped by the sink's filters)",
+            m.alerts.sent.clone(),
+        );
+        r.register(
+            "agentdrift_alert_queue_lag",
+            "Stored drift events an alert sink has not yet delivered or skipped",
+            m.alerts.lag.clone(),
         );
         Metrics { registry: r, ..m }
     }
@@ -693,6 +706,17 @@ mod tests {
                 segment: x(),
                 detector: x(),
             })
+            .set(1);
+        m.alerts
+            .sent
+            .get_or_create(&crate::alerts::deliver::SentLabels {
+                sink: x(),
+                outcome: x(),
+            })
+            .inc();
+        m.alerts
+            .lag
+            .get_or_create(&crate::alerts::deliver::SinkLabel { sink: x() })
             .set(1);
         let text = m.encode_prometheus_text();
         let mut out: Vec<(String, String, String, String)> = Vec::new();

@@ -87,6 +87,9 @@ pub enum ServiceError {
     /// `[auth] metrics` holds neither `read` nor `open`.
     #[error("[auth] metrics must be `read` or `open`, got `{0}`")]
     MetricsAccess(String),
+    /// An `[[alerts.sink]]` cannot be used.
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::AlertError),
 }
 
 /// Decodes a snapshot: the current format, or the scorer-only format of
@@ -296,6 +299,7 @@ pub fn start(
             writer: Some(writer_thread),
             engine: Some(engine_thread),
             ticker: Some(ticker),
+            alerts: None,
         },
     ))
 }
@@ -305,15 +309,43 @@ pub struct Workers {
     writer: Option<std::thread::JoinHandle<()>>,
     engine: Option<std::thread::JoinHandle<()>>,
     ticker: Option<engine_task::Ticker>,
+    alerts: Option<crate::alerts::Deliveries>,
 }
 
 impl Workers {
+    /// Starts alert delivery once the service knows the address its links
+    /// point to (the port is known only after binding).
+    pub fn start_alerts(
+        &mut self,
+        shared: &Shared,
+        sinks: Vec<crate::alerts::Sink>,
+        base_url: &str,
+    ) -> Result<(), ServiceError> {
+        if sinks.is_empty() {
+            return Ok(());
+        }
+        let links = crate::alerts::format::Links {
+            base: base_url.trim_end_matches('/').to_string(),
+        };
+        self.alerts = Some(crate::alerts::Deliveries::start(
+            sinks,
+            shared.storage.store.clone(),
+            links,
+            shared.metrics.alerts.clone(),
+        )?);
+        Ok(())
+    }
+
     /// Flushes everything: the engine drains the log it has been sent and
     /// snapshots its state; then the writer drains and stops. An error when
     /// the final snapshot could not be saved (the next start replays more
     /// of the log, but the operator should know).
     pub fn shutdown(mut self, shared: &Shared) -> Result<(), String> {
         shared.ready.store(false, Ordering::SeqCst);
+        // Deliveries first: what they have not sent stays after their cursors for the next start.
+        if let Some(a) = self.alerts.take() {
+            a.stop();
+        }
         if let Some(t) = self.ticker.take() {
             t.stop();
         }
