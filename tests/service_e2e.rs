@@ -422,6 +422,8 @@ async fn end_to_end_over_http() {
             .replace("{segment}", "taubench-airline/gpt-4o/airline");
         let p = if path == "/v1/events/{id}" {
             format!("/v1/events/{}", ev["id"].as_str().unwrap())
+        } else if path == "/v1/charts" {
+            "/v1/charts?segment=taubench-airline/gpt-4o/airline&chart=markov".to_string()
         } else {
             p
         };

@@ -386,3 +386,25 @@ pub struct LogsPartialSuccess {
 #[derive(Debug, ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct Binary(pub Vec<u8>);
+
+/// One chart's recent readings, for the console's control-chart view.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ChartSeries {
+    /// Segment `agent/task_type`.
+    pub segment: String,
+    /// Chart id.
+    pub chart: String,
+    /// Family (`ewma`, `cusum`, `shewhart`, `t2`, `markov`, `tool_preference`, `bernoulli`).
+    pub family: String,
+    /// Unit of its time axis (`sessions`, `outputs`, …).
+    pub unit: String,
+    /// Designed in-control ARL, in that unit.
+    pub arl0: f64,
+    /// Centre line, where the chart has one (0 for charts of N(0,1) scores and CUSUMs).
+    pub centre: Option<f64>,
+    /// Whether the limit holds on both sides (±limit: EWMA, Shewhart).
+    pub two_sided: bool,
+    /// Readings, oldest first: the newest 1000 since the service started
+    /// (the log replayed at start included).
+    pub points: Vec<crate::detect::event::ChartPoint>,
+}

@@ -30,6 +30,7 @@ use utoipa::OpenApi;
         reports::otlp_status,
         reports::list_segments,
         reports::segment_report,
+        reports::chart_series,
         super::metrics,
         super::healthz,
         super::readyz,

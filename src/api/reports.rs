@@ -2,8 +2,9 @@
 //! segment reports.
 
 use super::bodies::{
-    BaselineRates, ChartReading, ErrorBody, FeatureReading, LiveRates, OtlpStatus, Replay, ReplayNode, SegmentList,
-    SegmentReport, SegmentSummary, SessionReport, SessionStatus, SpanTreeSummary, Tokens, ToolSuccess, Transition,
+    BaselineRates, ChartReading, ChartSeries, ErrorBody, FeatureReading, LiveRates, OtlpStatus, Replay, ReplayNode,
+    SegmentList, SegmentReport, SegmentSummary, SessionReport, SessionStatus, SpanTreeSummary, Tokens, ToolSuccess,
+    Transition,
 };
 use super::error::ApiError;
 use crate::detect::DriftEvent;
@@ -518,6 +519,74 @@ fn segment_summary(
         },
         alarms,
     }
+}
+
+/// Query of `GET /v1/charts`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ChartParams {
+    /// Segment `agent/task_type`.
+    segment: Option<String>,
+    /// Chart id (`ewma:output_tokens`, `markov`, …; `GET /v1/segments/{segment}` lists them).
+    chart: Option<String>,
+}
+
+/// `GET /v1/charts?segment=&chart=`: one chart's recent readings with its
+/// limit and centre line (the console's control-chart view).
+#[utoipa::path(get, path = "/v1/charts", tag = "reports",
+    summary = "A chart's recent readings (the statistic after each session against its limit, alarm points with their events)",
+    params(ChartParams),
+    responses((status = 200, description = "The chart", body = ChartSeries),
+              (status = 400, description = "Missing or bad query parameter", body = ErrorBody),
+              (status = 404, description = "No such segment or chart", body = ErrorBody),
+              (status = 503, description = "The scorer is busy", body = ErrorBody)))]
+pub async fn chart_series(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<ChartParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ChartSeries>, ApiError> {
+    let q = params(q)?;
+    let need = |v: Option<String>, field: &str| {
+        v.filter(|x| !x.is_empty()).ok_or_else(|| ApiError::BadQuery {
+            field: field.into(),
+            message: "required".into(),
+        })
+    };
+    let segment = need(q.segment, "segment")?;
+    let chart = need(q.chart, "chart")?;
+    let (agent, task) = segment.rsplit_once('/').ok_or_else(|| ApiError::BadQuery {
+        field: "segment".into(),
+        message: "use AGENT/TASK_TYPE".into(),
+    })?;
+    let key = SegmentKey::new(agent, task);
+    let b = s
+        .baseline
+        .segment(&key)
+        .ok_or_else(|| ApiError::NotFound(format!("segment {key}")))?;
+    let spec = b
+        .charts
+        .iter()
+        .find(|c| c.id == chart)
+        .ok_or_else(|| ApiError::NotFound(format!("chart {chart} of segment {key}")))?
+        .clone();
+    let points = s
+        .engine
+        .chart(&key.to_string(), &chart)
+        .await
+        .ok_or_else(|| ApiError::Unavailable("the scorer is busy; retry".into()))?;
+    // Charts of N(0,1) scores and CUSUMs start at 0; EWMA and Shewhart charts are two-sided.
+    let centre = matches!(spec.family.as_str(), "ewma" | "cusum" | "shewhart" | "bernoulli").then_some(0.0);
+    let two_sided = matches!(spec.family.as_str(), "ewma" | "shewhart");
+    Ok(Json(ChartSeries {
+        segment: key.to_string(),
+        chart,
+        family: spec.family,
+        unit: spec.unit,
+        arl0: spec.arl0,
+        centre,
+        two_sided,
+        points,
+    }))
 }
 
 /// `GET /v1/segments`.

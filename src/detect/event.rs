@@ -74,6 +74,25 @@ pub struct DriftEvent {
     pub message: String,
 }
 
+/// One reading of a session-level chart, as the console draws it: the
+/// statistic after a session (or outcome) against its limit, with the events it raised.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChartPoint {
+    /// Chart id.
+    pub chart: String,
+    /// The session whose close (or late outcome) moved the chart.
+    pub session_id: String,
+    /// Its time, unix ms.
+    pub ts: i64,
+    /// The statistic after it.
+    pub statistic: f64,
+    /// The limit it is held against.
+    pub limit: f64,
+    /// Ids of the events it raised (an alarm point).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+}
+
 /// Context of the session an observation comes from.
 pub struct Ctx<'a> {
     /// Session id.

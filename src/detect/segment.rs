@@ -3,7 +3,7 @@
 //! (session-level charts and windows). Bounded state: charts are O(1), rings
 //! keep the last [`RING`](super::state::RING) observations, windows the last `window` sessions.
 
-use super::event::{Ctx, DriftEvent};
+use super::event::{ChartPoint, Ctx, DriftEvent};
 use super::state::{Core, Family, SavedChart};
 use super::{At, Detector, Ended, loops, outputs, profile, rates, sessions, windows};
 use crate::baseline::types::{ChartSpec, ChartTarget, SegmentBaseline};
@@ -102,6 +102,13 @@ pub struct SegmentDetectors {
     pub sessions_seen: u64,
     /// Recent values per charted quantity, for reports (chart id → statistic, limit).
     pub last: HashMap<String, (f64, f64)>,
+    /// Whether session-level readings are kept as [`ChartPoint`]s (the service's
+    /// console wants them; replays and evaluations do not pay for them).
+    #[serde(skip)]
+    record: bool,
+    /// Readings since the last [`SegmentDetectors::take_points`] (a view, not state).
+    #[serde(skip)]
+    points: Vec<ChartPoint>,
 }
 
 impl SegmentDetectors {
@@ -126,7 +133,22 @@ impl SegmentDetectors {
             tools: index(&seg.tools.tools),
             sessions_seen: 0,
             last: HashMap::new(),
+            record: false,
+            points: Vec::new(),
         })
+    }
+
+    /// Starts (or stops) keeping session-level readings as chart points.
+    pub fn record_points(&mut self, on: bool) {
+        self.record = on;
+        if !on {
+            self.points.clear();
+        }
+    }
+
+    /// The chart points recorded since the last call.
+    pub fn take_points(&mut self) -> Vec<ChartPoint> {
+        std::mem::take(&mut self.points)
     }
 
     /// The segment these detectors belong to.
@@ -148,7 +170,7 @@ impl SegmentDetectors {
             key: &self.key,
             ctx,
         };
-        each(&mut self.charts, &mut self.last, |d, core, out| {
+        each(&mut self.charts, &mut self.last, None, |d, core, out| {
             d.on_step(core, &at, seq, obs, state, out)
         })
     }
@@ -168,7 +190,8 @@ impl SegmentDetectors {
             key: &self.key,
             ctx,
         };
-        each(&mut self.charts, &mut self.last, |d, core, out| {
+        let points = self.record.then_some((&mut self.points, ctx));
+        each(&mut self.charts, &mut self.last, points, |d, core, out| {
             d.on_session(core, &at, &ended, out)
         })
     }
@@ -188,7 +211,8 @@ impl SegmentDetectors {
             key: &self.key,
             ctx,
         };
-        each(&mut self.charts, &mut self.last, |d, core, out| {
+        let points = self.record.then_some((&mut self.points, ctx));
+        each(&mut self.charts, &mut self.last, points, |d, core, out| {
             d.on_late_outcome(core, &at, success, confident, out)
         })
     }
@@ -244,16 +268,31 @@ impl SegmentDetectors {
     }
 }
 
-/// Runs `feed` on every chart, then keeps each one's latest reading for reports.
+/// Runs `feed` on every chart, then keeps each one's latest reading for
+/// reports and, when asked, as a chart point of the session in `ctx`.
 fn each(
     charts: &mut [Running],
     last: &mut HashMap<String, (f64, f64)>,
+    mut points: Option<(&mut Vec<ChartPoint>, &Ctx)>,
     mut feed: impl FnMut(&mut dyn Detector, &mut Core, &mut Vec<DriftEvent>),
 ) -> Vec<DriftEvent> {
     let mut events = Vec::new();
     for Running { core, detector } in charts {
+        let before = events.len();
         feed(detector.as_mut(), core, &mut events);
         if let Some(reading) = core.reading.take() {
+            if let Some((points, ctx)) = points.as_mut() {
+                // A chart that signalled has restarted: its point is the value that crossed.
+                let (statistic, limit) = events[before..].first().map_or(reading, |e| (e.statistic, e.limit));
+                points.push(ChartPoint {
+                    chart: core.spec.id.clone(),
+                    session_id: ctx.session_id.to_string(),
+                    ts: ctx.ts,
+                    statistic,
+                    limit,
+                    events: events[before..].iter().map(|e| e.id.clone()).collect(),
+                });
+            }
             last.insert(core.spec.id.clone(), reading);
         }
     }

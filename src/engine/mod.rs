@@ -112,6 +112,9 @@ pub struct Output {
     pub late: u64,
     /// Sessions whose first step was scored.
     pub opened: Vec<OpenedSession>,
+    /// Session-level chart readings, by segment (`agent/task_type`), when
+    /// [`Scorer::record_chart_points`] asked for them.
+    pub points: Vec<(String, crate::detect::event::ChartPoint)>,
 }
 
 impl Output {
@@ -120,6 +123,7 @@ impl Output {
         self.closed.extend(o.closed);
         self.late += o.late;
         self.opened.extend(o.opened);
+        self.points.extend(o.points);
     }
 }
 
@@ -736,6 +740,9 @@ impl Scorer {
                         *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
                     }
                     out.events.extend(events);
+                    let name = seg.key.to_string();
+                    out.points
+                        .extend(det.take_points().into_iter().map(|p| (name.clone(), p)));
                 }
                 Err(why) => self.fail_segment(i, why),
             }
@@ -784,6 +791,14 @@ impl Scorer {
 
     fn fail_segment(&mut self, i: usize, why: String) {
         self.failed.insert(i, why);
+    }
+
+    /// Starts (or stops) reporting session-level chart readings in each
+    /// [`Output`] (the console's chart view; off by default, and after a restore).
+    pub fn record_chart_points(&mut self, on: bool) {
+        for d in &mut self.detectors {
+            d.record_points(on);
+        }
     }
 
     /// How many segments stopped scoring.
@@ -891,6 +906,8 @@ impl Scorer {
                     *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
                 }
                 out.events = events;
+                let name = seg.key.to_string();
+                out.points = det.take_points().into_iter().map(|p| (name.clone(), p)).collect();
             }
             Err(why) => self.fail_segment(i, why),
         }

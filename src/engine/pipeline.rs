@@ -213,6 +213,11 @@ impl Pipeline {
         &self.scorer
     }
 
+    /// Reports session-level chart readings in each output (see [`Scorer::record_chart_points`]).
+    pub fn record_chart_points(&mut self, on: bool) {
+        self.scorer.record_chart_points(on);
+    }
+
     /// Writes changed open sessions as rows before a snapshot; returns the
     /// rows the snapshot supersedes ([`Scorer::checkpoint`]).
     pub fn checkpoint(&mut self) -> Result<Vec<(String, u64)>, String> {
@@ -303,6 +308,7 @@ impl Pipeline {
         a.out.closed.extend(out.closed);
         a.out.opened.extend(out.opened);
         a.out.late += out.late;
+        a.out.points.extend(out.points);
     }
 
     fn assembled(&mut self, asm: Assembled, now_ms: i64, pos: i64, a: &mut Applied) {

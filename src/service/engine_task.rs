@@ -2,6 +2,7 @@
 //! decides idle closes (by logging them first), persists events and closed
 //! sessions through the writer, snapshots its state, answers report queries.
 
+use super::chart_history::ChartHistory;
 use super::messages::{ChartState, EngineMsg, EngineReport, WriteMsg};
 use super::metrics::Metrics;
 use super::writer::WriterHandle;
@@ -27,6 +28,19 @@ impl EngineHandle {
     pub async fn report(&self) -> Option<EngineReport> {
         let (tx, rx) = oneshot::channel();
         self.tx.try_send(EngineMsg::Report(tx)).ok()?;
+        tokio::time::timeout(Duration::from_secs(10), rx).await.ok()?.ok()
+    }
+
+    /// A chart's recent points, oldest first (`None`: the engine is busy or gone).
+    pub async fn chart(&self, segment: &str, chart: &str) -> Option<Vec<crate::detect::event::ChartPoint>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .try_send(EngineMsg::Chart {
+                segment: segment.to_string(),
+                chart: chart.to_string(),
+                reply: tx,
+            })
+            .ok()?;
         tokio::time::timeout(Duration::from_secs(10), rx).await.ok()?.ok()
     }
 
@@ -173,6 +187,8 @@ pub struct EngineSettings {
     pub read_opts: ReadOptions,
     /// The clock idle closes and settles read.
     pub clock: Arc<dyn super::clock::Clock>,
+    /// Chart points so far (from the recovery replay).
+    pub history: ChartHistory,
 }
 
 /// Starts the engine thread.
@@ -188,6 +204,7 @@ pub fn spawn(
         snapshot_secs,
         read_opts,
         clock,
+        history,
     } = settings;
     std::thread::Builder::new()
         .name("agentdrift-engine".into())
@@ -197,9 +214,13 @@ pub fn spawn(
             let mut engine_failures: Vec<(String, String)> = Vec::new();
             let mut last_snapshot = Instant::now();
             let mut dirty = false;
-            let persist = |a: Applied, batch: &mut Derived, metrics: &Metrics| {
+            let mut history = history;
+            let persist = |mut a: Applied, batch: &mut Derived, metrics: &Metrics, history: &mut ChartHistory| {
                 for c in &a.out.closed {
                     metrics.closed(c);
+                }
+                for (segment, point) in std::mem::take(&mut a.out.points) {
+                    history.push(segment, point);
                 }
                 batch.merge(persist_of(a, clock.now_ms()));
             };
@@ -244,7 +265,7 @@ pub fn spawn(
                             })) {
                                 Ok(a) => {
                                     log_applied(&pipeline, &a);
-                                    persist(a, &mut batch, &metrics);
+                                    persist(a, &mut batch, &metrics, &mut history);
                                 }
                                 Err(p) => {
                                     let why = p
@@ -301,6 +322,9 @@ pub fn spawn(
                             last_snapshot = Instant::now();
                             dirty = false;
                         }
+                    }
+                    EngineMsg::Chart { segment, chart, reply } => {
+                        let _ = reply.send(history.points(&segment, &chart));
                     }
                     EngineMsg::Report(reply) => {
                         let _ = reply.send(report(&pipeline, position, &engine_failures));

@@ -57,6 +57,15 @@ pub enum EngineMsg {
     Report(oneshot::Sender<EngineReport>),
     /// Process everything queued, snapshot, answer.
     Flush(oneshot::Sender<()>),
+    /// A chart's recent points (segment `agent/task_type`, chart id).
+    Chart {
+        /// Segment.
+        segment: String,
+        /// Chart id.
+        chart: String,
+        /// Answer, oldest first.
+        reply: oneshot::Sender<Vec<crate::detect::event::ChartPoint>>,
+    },
 }
 
 /// One chart's running statistic.

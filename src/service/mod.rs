@@ -13,6 +13,7 @@
 //! engine reads it back, so replaying the log after a crash rebuilds the
 //! same state and the same event ids (events are inserted idempotently).
 
+pub mod chart_history;
 pub mod clock;
 pub mod engine_task;
 pub mod messages;
@@ -110,7 +111,8 @@ pub fn decode_state(bytes: &[u8]) -> Result<Result<PipelineState, ScorerState>, 
 }
 
 /// Rebuilds the pipeline from the latest snapshot and the log after it;
-/// returns it and the log position it has processed.
+/// returns it, the log position it has processed, and the chart points the
+/// replay produced (the console's history starts with them).
 pub fn recover(
     storage: &Storage,
     baseline: Arc<Baseline>,
@@ -119,7 +121,7 @@ pub fn recover(
     config: PipelineConfig,
     read_opts: &ReadOptions,
     clock: &dyn clock::Clock,
-) -> Result<(Pipeline, i64), ServiceError> {
+) -> Result<(Pipeline, i64, chart_history::ChartHistory), ServiceError> {
     let new_scorer = || -> Result<Scorer, ServiceError> {
         Ok(Scorer::new(baseline.clone(), prices.clone(), idle_timeout_ms)?
             .with_limits(config.limits)
@@ -183,6 +185,8 @@ pub fn recover(
         tracing::info!(dropped, "dropped saved session states newer than the snapshot");
     }
     let mut replayed = 0u64;
+    let mut history = chart_history::ChartHistory::default();
+    pipeline.record_chart_points(true);
     loop {
         let entries = storage.log.log_after(position, 10_000)?;
         if entries.is_empty() {
@@ -191,7 +195,10 @@ pub fn recover(
         let mut batch = crate::store::Derived::default();
         for e in entries {
             position = e.id();
-            let applied = engine_task::apply(&mut pipeline, e, read_opts);
+            let mut applied = engine_task::apply(&mut pipeline, e, read_opts);
+            for (segment, point) in std::mem::take(&mut applied.out.points) {
+                history.push(segment, point);
+            }
             replayed += 1;
             batch.merge(engine_task::persist_of(applied, clock.now_ms()));
         }
@@ -200,7 +207,7 @@ pub fn recover(
     if replayed > 0 {
         tracing::info!(replayed, position, "replayed the log after the snapshot");
     }
-    Ok((pipeline, position))
+    Ok((pipeline, position, history))
 }
 
 /// The pipeline settings a service configuration asks for.
@@ -243,7 +250,7 @@ pub fn start(
         }
         o
     };
-    let (pipeline, position) = recover(
+    let (pipeline, position, history) = recover(
         &storage,
         baseline.clone(),
         &prices,
@@ -266,6 +273,7 @@ pub fn start(
             snapshot_secs: config.serve.snapshot_secs,
             read_opts: read_opts.clone(),
             clock: clock.clone(),
+            history,
         },
     );
     let ticker = engine_task::spawn_ticker(engine_tx.clone());
