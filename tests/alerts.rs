@@ -175,7 +175,7 @@ fn webhook_ids(inbox: &Inbox, path: &str, secret: &[u8]) -> BTreeMap<String, usi
         for item in v["events"].as_array().unwrap() {
             let id = item["event"]["id"].as_str().unwrap().to_string();
             assert_eq!(item["severity"], expected_severity(&item["event"]), "{item}");
-            assert_eq!(item["url"], format!("http://agentdrift.test/v1/events/{id}"));
+            assert_eq!(item["url"], format!("http://agentdrift.test/#/event/{id}"));
             in_body.push(id.clone());
             *ids.entry(id).or_insert(0) += 1;
         }
@@ -366,7 +366,7 @@ max_backoff_secs = 1
         assert_eq!(a["status"]["state"], "active", "active until endsAt: {a}");
         let id = a["annotations"]["event_id"].as_str().unwrap();
         assert!(events.iter().any(|e| e["id"] == id), "{id} is a stored event");
-        assert_eq!(a["generatorURL"], format!("http://agentdrift.test/v1/events/{id}"));
+        assert_eq!(a["generatorURL"], format!("http://agentdrift.test/#/event/{id}"));
         assert!(a["annotations"]["description"].as_str().unwrap().contains("statistic "));
     }
 

@@ -260,6 +260,32 @@ async fn tokens_scopes_host_check_exposed_bind_and_file_modes() {
         401,
         "metrics = read by default"
     );
+    // The console's page and assets hold no data and load without a token (the page asks
+    // for one); what they read does not.
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console/console.js", "text/javascript"),
+        ("/console/console.css", "text/css"),
+    ] {
+        let r = send(path, None, None).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
+    }
+    assert_eq!(
+        send("/v1/charts?segment=a/b&chart=markov", None, None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     // DNS rebinding: a loopback bind answers loopback names only.
     let r = c
         .get(format!("{url}/healthz"))

@@ -45,3 +45,5 @@ mod readme_examples;
 mod alerts;
 // The shipped Prometheus rules and Grafana dashboard against a real Prometheus scraping the service.
 mod deploy_prometheus;
+// The built-in console in a real browser (Debian's Chromium via playwright-core).
+mod console;

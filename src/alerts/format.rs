@@ -16,14 +16,19 @@ pub struct Links {
 }
 
 impl Links {
-    /// The event's page.
+    /// The event in the console (evidence, what moved, its chart and sessions).
     pub fn event(&self, e: &DriftEvent) -> String {
-        format!("{}/v1/events/{}", self.base, pct(&e.id))
+        format!("{}/#/event/{}", self.base, pct(&e.id))
     }
 
-    /// A session's replay.
+    /// A session's replay in the console.
     pub fn session(&self, id: &str) -> String {
-        format!("{}/v1/sessions/{}/replay", self.base, pct(id))
+        format!("{}/#/session/{}", self.base, pct(id))
+    }
+
+    /// The event as JSON (`GET /v1/events/{id}`).
+    pub fn api_event(&self, e: &DriftEvent) -> String {
+        format!("{}/v1/events/{}", self.base, pct(&e.id))
     }
 }
 
@@ -48,6 +53,7 @@ pub fn webhook(sink: &str, events: &[DriftEvent], links: &Links, now_ms: i64) ->
             json!({
                 "severity": severity(e).as_str(),
                 "url": links.event(e),
+                "api_url": links.api_event(e),
                 "session_url": links.session(&e.session_id),
                 "event": e,
             })
@@ -293,11 +299,9 @@ mod tests {
         let first = &body["events"][0];
         assert_eq!(first["event"], serde_json::to_value(ev("ev_1")).unwrap());
         assert_eq!(first["severity"], "critical", "3.5 / 1.4 = 2.5 ≥ 2");
-        assert_eq!(first["url"], "https://drift.example/v1/events/ev_1");
-        assert_eq!(
-            first["session_url"],
-            "https://drift.example/v1/sessions/sess%201%2Fa/replay"
-        );
+        assert_eq!(first["url"], "https://drift.example/#/event/ev_1");
+        assert_eq!(first["api_url"], "https://drift.example/v1/events/ev_1");
+        assert_eq!(first["session_url"], "https://drift.example/#/session/sess%201%2Fa");
     }
 
     #[test]
@@ -308,7 +312,7 @@ mod tests {
         assert!(section.contains("statistic 3.5 vs limit 1.4, up"), "{section}");
         assert!(section.contains("moved: output_tokens: 120 → 410"), "{section}");
         assert!(
-            section.contains("<https://drift.example/v1/events/ev_1|event ev_1>"),
+            section.contains("<https://drift.example/#/event/ev_1|event ev_1>"),
             "{section}"
         );
         assert_eq!(
@@ -335,7 +339,7 @@ mod tests {
         assert_eq!(a["annotations"]["event_id"], "ev_1");
         assert_eq!(a["startsAt"], rfc3339(1_800_000_000_000));
         assert_eq!(a["endsAt"], rfc3339(now + 600_000));
-        assert_eq!(a["generatorURL"], "https://drift.example/v1/events/ev_1");
+        assert_eq!(a["generatorURL"], "https://drift.example/#/event/ev_1");
         // An event stamped in the future starts now.
         let mut future = ev("ev_2");
         future.ts = now + 10;

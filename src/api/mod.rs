@@ -3,6 +3,7 @@
 //! map to HTTP only in [`error`].
 
 pub mod bodies;
+pub mod console;
 pub mod error;
 pub mod grpc;
 pub mod ingest;
@@ -38,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/otlp/status"),
     ("get", "/v1/segments"),
     ("get", "/v1/segments/{segment}"),
+    ("get", "/v1/charts"),
     ("get", "/metrics"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -59,9 +61,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/sessions/{id}/outcome", post(ingest::post_outcome))
         .route("/v1/otlp/status", get(reports::otlp_status))
         .route("/v1/segments", get(reports::list_segments))
+        .route("/v1/charts", get(reports::chart_series))
         // Agents contain slashes: the segment is everything after /v1/segments/,
         // split at its last slash into agent and task type.
         .route("/v1/segments/{*segment}", get(reports::segment_report))
+        .route("/", get(console::index))
+        .route("/console/console.js", get(console::script))
+        .route("/console/console.css", get(console::style))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -115,6 +121,7 @@ async fn method_not_allowed(req: Request) -> ApiError {
 fn scope_of(req: &Request, metrics_open: bool) -> Option<crate::auth::Scope> {
     match req.uri().path() {
         "/healthz" | "/readyz" => None,
+        p if console::PATHS.contains(&p) && req.method() == axum::http::Method::GET => None,
         "/metrics" if metrics_open => None,
         _ if req.method() == axum::http::Method::POST => Some(crate::auth::Scope::Ingest),
         _ => Some(crate::auth::Scope::Read),

@@ -219,6 +219,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 first_drift_session = ev.first().map(|e| e.session_id.clone());
             }
         }
+        println!("\nOpen the console in a browser: {url}/  (segments, control charts, events, session replays)");
         println!("\nRead the reports:");
         println!("  curl -s '{url}/v1/events?limit=20'");
         println!("  curl -sN {url}/v1/events/stream          # live events (SSE)");

@@ -155,3 +155,39 @@ pub fn python_env(name: &str, requirements: &std::path::Path) -> PathBuf {
     let _ = lock.unlock();
     python
 }
+
+/// `node_modules` with `package.json`'s dependencies installed by npm, made
+/// once and cached under the target directory (keyed by the file's content),
+/// like [`python_env`]; returns the `node_modules` directory (for `NODE_PATH`).
+#[track_caller]
+pub fn node_modules(name: &str, package_json: &std::path::Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let text = std::fs::read(package_json).unwrap_or_else(|e| panic!("{}: {e}", package_json.display()));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node");
+    std::fs::create_dir_all(&root).expect("create the npm cache dir");
+    let dir = root.join(format!("{name}-{:016x}", h.finish()));
+    let ready = dir.join(".ready");
+    let lock = std::fs::File::create(root.join(format!("{name}.lock"))).expect("lock file");
+    lock.lock().expect("lock the npm cache");
+    if !ready.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the package dir");
+        std::fs::write(dir.join("package.json"), &text).expect("write package.json");
+        let out = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .output();
+        let out = out.unwrap_or_else(|e| panic!("cannot run npm ({e}): the console test needs Node.js and npm"));
+        assert!(
+            out.status.success(),
+            "npm install of {} failed (the test installs its npm packages from the registry):\n{}",
+            package_json.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&ready, b"").expect("mark the packages ready");
+    }
+    let _ = lock.unlock();
+    dir.join("node_modules")
+}
