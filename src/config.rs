@@ -333,13 +333,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_shipped_example_holds_only_defaults() {
+    fn the_shipped_example_holds_every_key_at_its_default() {
         let text = include_str!("../deploy/agentdrift.toml");
         let shipped = Config::parse(text, "deploy/agentdrift.toml").unwrap();
         assert_eq!(
             shipped,
             Config::default(),
             "deploy/agentdrift.toml says it writes the defaults"
+        );
+        // Every key the defaults serialise to is written out (options without a default are
+        // documented in comments).
+        fn missing(want: &toml::Table, have: &toml::Table, at: &str, out: &mut Vec<String>) {
+            for (k, v) in want {
+                let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                match (v, have.get(k)) {
+                    (toml::Value::Table(w), Some(toml::Value::Table(h))) => missing(w, h, &path, out),
+                    (_, None) => out.push(path),
+                    _ => {}
+                }
+            }
+        }
+        let want: toml::Table = toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        let have: toml::Table = toml::from_str(text).unwrap();
+        let mut out = Vec::new();
+        missing(&want, &have, "", &mut out);
+        assert!(
+            out.is_empty(),
+            "deploy/agentdrift.toml lacks {out:?}; the defaults are:\n{}",
+            toml::to_string(&Config::default()).unwrap()
         );
     }
 

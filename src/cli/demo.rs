@@ -108,6 +108,33 @@ async fn new_events(
     }
 }
 
+/// The drift phase that caused an event, from the sessions it names (ids
+/// ending `~kind`, as `inject` names them): its own session, except for a
+/// window test (Markov, tool mix), which fires on the session that completes
+/// its window and names the sessions that moved it as exemplars; the phase
+/// most of those belong to (ties: the earlier phase, which was there first).
+fn cause(e: &DriftEvent, kinds: &[String]) -> Option<String> {
+    let phase = |id: &str| kinds.iter().find(|k| id.ends_with(&format!("~{k}"))).cloned();
+    if !matches!(e.kind.as_str(), "markov" | "tool_preference") || e.exemplars.is_empty() {
+        return phase(&e.session_id);
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &e.exemplars {
+        if let Some(k) = phase(id) {
+            *counts.entry(k).or_default() += 1;
+        }
+    }
+    kinds
+        .iter()
+        .filter_map(|k| counts.get(k).map(|n| (*n, k)))
+        .fold(None, |best: Option<(usize, &String)>, (n, k)| match best {
+            Some((bn, _)) if bn >= n => best,
+            _ => Some((n, k)),
+        })
+        .map(|(_, k)| k.clone())
+        .or_else(|| phase(&e.session_id))
+}
+
 fn print_events(events: &[DriftEvent]) {
     let mut by: BTreeMap<&str, Vec<&DriftEvent>> = BTreeMap::new();
     for e in events {
@@ -204,20 +231,39 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("3. streamed {} in-control sessions ({sent} steps):", holdout.len());
         print_events(&events);
         let mut first_drift_session = None;
+        let mut phases = Vec::new();
+        let mut raised: Vec<(String, DriftEvent)> = Vec::new();
         for (kind, m) in DRIFTS {
             let drifted = inject(holdout.clone(), kind, m, 7)?;
             let n = stream(&client, &url, &drifted.steps).await?;
             sent += n;
             wait_applied(&client, &url, sent).await?;
             let ev = new_events(&client, &url, &mut seen).await?;
-            println!(
-                "4. streamed the same sessions with drift `{kind}` (magnitude {m}, {} sessions changed):",
-                drifted.changed_sessions
-            );
-            print_events(&ev);
             if first_drift_session.is_none() {
                 first_drift_session = ev.first().map(|e| e.session_id.clone());
             }
+            raised.extend(ev.into_iter().map(|e| (kind.to_string(), e)));
+            phases.push((kind.to_string(), m, drifted.changed_sessions));
+        }
+        // A window test (Markov, tool mix) fires on the session that completes its window,
+        // which may belong to a later phase than the sessions that moved it: each event is
+        // listed under the phase whose sessions it cites most.
+        let names: Vec<String> = phases.iter().map(|p| p.0.clone()).collect();
+        for (kind, m, changed) in &phases {
+            println!("4. streamed the same sessions with drift `{kind}` (magnitude {m}, {changed} sessions changed):");
+            let mine: Vec<DriftEvent> = raised
+                .iter()
+                .filter(|(_, e)| cause(e, &names).as_deref().unwrap_or(kind) == kind)
+                .filter(|(during, e)| cause(e, &names).is_some() || during == kind)
+                .map(|(during, e)| {
+                    let mut e = e.clone();
+                    if during != kind {
+                        e.message = format!("{} [raised while streaming `{during}`]", e.message);
+                    }
+                    e
+                })
+                .collect();
+            print_events(&mine);
         }
         println!("\nOpen the console in a browser: {url}/  (segments, control charts, events, session replays)");
         println!("\nRead the reports:");
@@ -241,4 +287,40 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_goes_to_the_phase_that_caused_it() {
+        let kinds: Vec<String> = DRIFTS.iter().map(|(k, _)| k.to_string()).collect();
+        let mut e: DriftEvent = serde_json::from_value(serde_json::json!({
+            "id": "e", "detector": "markov", "kind": "markov",
+            "segment": {"agent": "a", "task_type": "t"}, "session_id": "s9~tone", "ts": 0,
+            "statistic": 1.0, "limit": 1.0, "moved": [], "exemplars": ["s1~loop", "s2~loop", "s3~tone"],
+            "observations": [], "message": "m"
+        }))
+        .unwrap();
+        assert_eq!(
+            cause(&e, &kinds).as_deref(),
+            Some("loop"),
+            "a window closed by a tone session, moved by loops"
+        );
+        e.exemplars = vec!["s1~loop".into(), "s3~tone".into()];
+        assert_eq!(
+            cause(&e, &kinds).as_deref(),
+            Some("loop"),
+            "a tie goes to the earlier phase"
+        );
+        e.kind = "ewma".into();
+        assert_eq!(
+            cause(&e, &kinds).as_deref(),
+            Some("tone"),
+            "a session chart: its own session"
+        );
+        e.session_id = "plain".into();
+        assert_eq!(cause(&e, &kinds), None, "an in-control session");
+    }
 }
