@@ -47,3 +47,5 @@ mod alerts;
 mod deploy_prometheus;
 // The built-in console in a real browser (Debian's Chromium via playwright-core).
 mod console;
+// Behavioural metrics measured one way everywhere (issue 17).
+mod behaviour_metrics;

@@ -499,8 +499,7 @@ fn segment_summary(
                 per_session: ratio(t.input_tokens + t.output_tokens, t.sessions),
             },
             cost_per_task_usd: (t.cost_sessions > 0).then(|| t.cost_usd / t.cost_sessions as f64),
-            cost_per_success_usd: (t.successes > 0 && t.cost_sessions > 0)
-                .then(|| t.success_cost_usd / t.successes as f64),
+            cost_per_success_usd: crate::model::cost_per_success(t.cost_usd, t.cost_sessions, t.successes),
             session_length_share_over_50_100_200: t.over.map(|o| ratio(o, t.sessions)),
             success_by_tool: t
                 .success_by_tool

@@ -123,6 +123,13 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether it runs the service (which must outlive clients that hang up).
+    pub fn serves(&self) -> bool {
+        matches!(self, Command::Serve(_) | Command::Demo(_))
+    }
+}
+
 /// `agentdrift baseline …`.
 #[derive(Debug, Subcommand)]
 pub enum BaselineAction {

@@ -138,6 +138,53 @@ pub struct SessionFeatures {
     pub max_cycle_reps: [u32; MAX_CYCLE],
     /// Number of steps of every kind, end included.
     pub total_steps: u32,
+    /// The agent handed the task to a person: it called an escalation tool
+    /// or handed off to a human agent ([`escalation_tool`], [`human_agent`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalation_requested: bool,
+}
+
+/// Tool names that hand a task to a person (case-insensitive, `*` any
+/// characters): the rule escalation is inferred by when no outcome says so.
+pub const ESCALATION_TOOLS: [&str; 4] = [
+    "transfer_to_human*",
+    "escalate*",
+    "handoff_to_human*",
+    "*_to_human_agent*",
+];
+
+/// Handoff targets that are people.
+pub const HUMAN_AGENTS: [&str; 3] = ["human", "human_*", "*_human"];
+
+/// `*` matches any run of characters, the rest itself (ASCII case-insensitive).
+fn glob_ci(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.to_ascii_lowercase(), name.to_ascii_lowercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == n;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if n.len() < first.len() + last.len() || !n.starts_with(first) || !n.ends_with(last) {
+        return false;
+    }
+    let mut rest = &n[first.len()..n.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether calling this tool hands the task to a person.
+pub fn escalation_tool(name: &str) -> bool {
+    ESCALATION_TOOLS.iter().any(|p| glob_ci(p, name))
+}
+
+/// Whether this handoff target is a person.
+pub fn human_agent(name: &str) -> bool {
+    HUMAN_AGENTS.iter().any(|p| glob_ci(p, name))
 }
 
 impl SessionFeatures {
@@ -151,9 +198,12 @@ impl SessionFeatures {
         self.outcome.map(|o| if o == Outcome::Success { 1.0 } else { 0.0 })
     }
 
-    /// True when the session was escalated (outcome or an escalation error).
+    /// True when the session was escalated: its outcome, an escalation error,
+    /// or the agent handing the task to a person.
     pub fn escalated(&self) -> bool {
-        self.outcome == Some(Outcome::Escalated) || self.error_classes.contains_key(ErrorClass::Escalation.as_str())
+        self.outcome == Some(Outcome::Escalated)
+            || self.error_classes.contains_key(ErrorClass::Escalation.as_str())
+            || self.escalation_requested
     }
 }
 
@@ -213,6 +263,9 @@ pub struct SessionAccumulator {
     states: Vec<String>,
     /// An llm step whose tool request is unknown until the next acting step.
     pending_reason: bool,
+    /// An escalation tool was called or a human took over.
+    #[serde(default)]
+    escalation: bool,
 }
 
 /// Cap on Markov states kept per session (bounded state for endless sessions).
@@ -325,11 +378,15 @@ impl SessionAccumulator {
                 }
                 obs.tool_failed = Some(failed);
                 obs.tool_loop = Some((name.to_string(), self.loops.push(name, step.args.as_ref())));
+                self.escalation |= escalation_tool(name);
                 self.push_state(name);
             }
             StepKind::Tool | StepKind::Memory => {}
             StepKind::User => self.user += 1,
-            StepKind::Handoff => self.handoffs += 1,
+            StepKind::Handoff => {
+                self.handoffs += 1;
+                self.escalation |= step.to_agent.as_deref().is_some_and(human_agent);
+            }
             StepKind::End => unreachable!("handled above"),
         }
         obs
@@ -414,6 +471,7 @@ impl SessionAccumulator {
             tool_counts: self.tool_counts.clone(),
             max_cycle_reps: self.loops.max_cycle_reps,
             total_steps: self.total,
+            escalation_requested: self.escalation,
         }
     }
 }
@@ -444,6 +502,33 @@ mod tests {
         s.tool = Some(name.into());
         s.status = Some(if ok { Status::Ok } else { Status::Error });
         s
+    }
+
+    #[test]
+    fn handing_the_task_to_a_person_is_an_escalation() {
+        let run = |steps: Vec<Step>| {
+            let mut acc = SessionAccumulator::default();
+            for st in &steps {
+                acc.push(st, &PriceTable::default(), Lexicons::builtin());
+            }
+            acc.finish()
+        };
+        let plain = run(vec![llm(0, "hi", Some(1)), tool(1, "get_customer", true)]);
+        assert!(!plain.escalated());
+        let t = run(vec![llm(0, "hi", Some(1)), tool(1, "transfer_to_human_agents", true)]);
+        assert!(t.escalated() && t.escalation_requested, "tau-bench's transfer tool");
+        assert_eq!(t.outcome, None, "the outcome stays the producer's");
+        assert!(
+            run(vec![tool(0, "Escalate_Ticket", true)]).escalated(),
+            "case-insensitive"
+        );
+        let mut h = Step::new("s", 0, 0, StepKind::Handoff, "a");
+        h.to_agent = Some("human_support".into());
+        assert!(run(vec![h.clone()]).escalated(), "a handoff to a human");
+        h.to_agent = Some("billing_agent".into());
+        assert!(!run(vec![h]).escalated(), "a handoff to another agent");
+        assert!(!escalation_tool("get_human_resources_policy") && escalation_tool("handoff_to_human"));
+        assert!(human_agent("human") && human_agent("tier2_human") && !human_agent("humane_bot"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod segment;
 pub mod session;
 pub mod step;
 
-pub use price::{ModelPrice, PriceError, PriceTable};
+pub use price::{ModelPrice, PriceError, PriceTable, cost_per_success};
 pub use segment::{POOLED_TASK_TYPE, SegmentField, SegmentKey, resolve, segment_of, task_part};
 pub use session::{Grouped, Session, group_sessions};
 pub use step::{

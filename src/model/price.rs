@@ -162,6 +162,14 @@ impl PriceTable {
     }
 }
 
+/// Cost per successful task, the one definition baselines, live reports,
+/// `/metrics` and `baseline diff` share: the total cost of all tasks (that
+/// have a cost) divided by the tasks that succeeded, so failed attempts are
+/// part of the price of a success. `None` without costs or without successes.
+pub fn cost_per_success(total_cost_usd: f64, sessions_with_cost: u64, successes: u64) -> Option<f64> {
+    (sessions_with_cost > 0 && successes > 0).then(|| total_cost_usd / successes as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +195,14 @@ mod tests {
             "a newer model must not take an older price"
         );
         assert!(t.lookup("mystery-model").is_none());
+    }
+
+    #[test]
+    fn cost_per_success_counts_every_task_s_cost_against_the_successes() {
+        // 3 tasks costing 1, 2 and 3, two of them successful: 6 / 2.
+        assert_eq!(cost_per_success(6.0, 3, 2), Some(3.0));
+        assert_eq!(cost_per_success(6.0, 3, 0), None, "no success");
+        assert_eq!(cost_per_success(0.0, 0, 2), None, "no cost known");
     }
 
     #[test]

@@ -346,7 +346,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "agentdrift_segment_cost_per_success",
-            "Cost per successful session",
+            "Cost per successful task: the total cost of closed sessions over those that succeeded",
             Unit::Other("usd".into()),
             m.cost_per_success_usd.clone(),
         );
@@ -557,11 +557,9 @@ impl Metrics {
                 .get_or_create(&l)
                 .set(ratio(t.tool_errors, t.tool_calls));
             self.cost_usd.get_or_create(&l).set(t.cost_usd);
-            self.cost_per_success_usd.get_or_create(&l).set(if t.successes > 0 {
-                t.success_cost_usd / t.successes as f64
-            } else {
-                f64::NAN
-            });
+            self.cost_per_success_usd
+                .get_or_create(&l)
+                .set(crate::model::cost_per_success(t.cost_usd, t.cost_sessions, t.successes).unwrap_or(f64::NAN));
             for (direction, v) in [("input", t.input_tokens), ("output", t.output_tokens)] {
                 self.tokens
                     .get_or_create(&TokenLabels {

@@ -189,11 +189,8 @@ pub(super) fn aggregate(
                 g("over200")?.unwrap_or(0.0),
             ],
             cost_per_task: if cost_n > 0.0 { g("cost_mean")? } else { None },
-            cost_per_success: if cost_n > 0.0 && successes > 0.0 {
-                g("cost_sum")?.map(|c| c / successes)
-            } else {
-                None
-            },
+            cost_per_success: g("cost_sum")?
+                .and_then(|c| crate::model::cost_per_success(c, cost_n as u64, successes as u64)),
             tool_calls_per_session: g("tool_calls")?.unwrap_or(0.0) / sessions.max(1.0),
             mean_duration_ms: g("duration_mean")?,
             ..RateBaseline::default()

@@ -230,6 +230,7 @@ pub fn sessions_and_snapshots(b: &mut dyn StoreBackend) {
                 tool_counts: Default::default(),
                 max_cycle_reps: [1; 4],
                 total_steps: 1,
+                escalation_requested: false,
             },
             steps: 1,
             last_ts: ms,
