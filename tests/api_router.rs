@@ -298,6 +298,7 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
         ("/v1/otlp/status", "get"),
         ("/v1/segments", "get"),
         ("/v1/charts", "get"),
+        ("/v1/tasks/{id}", "get"),
         ("/metrics", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),

@@ -164,3 +164,150 @@ fn printing_into_a_closed_pipe_is_no_panic() {
         );
     }
 }
+
+/// A multi-agent task is one tree: native sessions sharing a correlation id
+/// (the second agent's steps under the first one's handoff, not restarted at
+/// depth 1) and an OTLP trace with handoffs across three agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_agent_task_is_one_tree_across_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = crate::support::repo().join("baselines/taubench-gpt-4o-airline.adb");
+    let server = Server::start(
+        &baseline,
+        &dir.path().join("data"),
+        &[("AGENTDRIFT_TRACE_SETTLE_SECS", "1")],
+    );
+    let c = reqwest::Client::new();
+    let url = &server.url;
+    let step = |sid: &str, seq: u64, ts: i64, kind: &str, agent: &str, extra: Value| {
+        let mut v = serde_json::json!({"session_id": sid, "seq": seq, "ts": ts, "kind": kind, "agent": agent,
+            "task_type": "support", "correlation_id": "task-42"});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v.to_string()
+    };
+    let lines = [
+        step(
+            "triage-1",
+            0,
+            1000,
+            "user",
+            "triage",
+            serde_json::json!({"text": "I was charged twice"}),
+        ),
+        step(
+            "triage-1",
+            1,
+            1100,
+            "llm",
+            "triage",
+            serde_json::json!({"model": "gpt-4.1", "input_tokens": 120, "output_tokens": 15, "cost_usd": 0.01, "latency_ms": 400.0}),
+        ),
+        step(
+            "triage-1",
+            2,
+            1200,
+            "handoff",
+            "triage",
+            serde_json::json!({"to_agent": "billing"}),
+        ),
+        step("triage-1", 3, 1210, "end", "triage", serde_json::json!({})),
+        step(
+            "billing-1",
+            0,
+            1300,
+            "llm",
+            "billing",
+            serde_json::json!({"depth": 1, "model": "gpt-4.1", "input_tokens": 300, "output_tokens": 40, "cost_usd": 0.03, "latency_ms": 900.0}),
+        ),
+        step(
+            "billing-1",
+            1,
+            1400,
+            "tool",
+            "billing",
+            serde_json::json!({"depth": 2, "tool": "refund", "status": "ok", "latency_ms": 100.0}),
+        ),
+        step(
+            "billing-1",
+            2,
+            1500,
+            "end",
+            "billing",
+            serde_json::json!({"depth": 1, "outcome": "success"}),
+        ),
+    ];
+    let r = c
+        .post(format!("{url}/v1/steps"))
+        .header("content-type", "application/x-ndjson")
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let t = get_json(&c, &format!("{url}/v1/tasks/task-42")).await;
+    let sessions: Vec<&str> = t["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sessions, ["triage-1", "billing-1"]);
+    assert_eq!(t["sessions"][1]["parent_session"], "triage-1");
+    assert_eq!(t["sessions"][1]["parent_seq"], 2, "under the handoff step");
+    let depth = |sid: &str, seq: u64| {
+        t["tree"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["session_id"] == sid && n["seq"] == seq)
+            .unwrap()["depth"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(depth("triage-1", 2), 0);
+    assert_eq!(depth("billing-1", 0), 1, "counted from the task's root");
+    assert_eq!(depth("billing-1", 1), 2);
+    assert_eq!(t["total"]["input_tokens"], 420);
+    assert_eq!(t["total"]["output_tokens"], 55);
+    assert!((t["total"]["cost_usd"].as_f64().unwrap() - 0.04).abs() < 1e-12);
+    assert_eq!(t["total"]["latency_ms"], 1400.0);
+    assert_eq!(t["agents"]["billing"]["input_tokens"], 300);
+    assert_eq!(t["agents"]["triage"]["steps"], 4);
+    assert_eq!(t["outcome"], "success", "the session that ended last");
+    assert_eq!(t["duration_ms"], 500);
+    // The OTLP multi-agent fixture: one trace, three agents, two handoffs.
+    let pb = std::fs::read(crate::support::repo().join("fixtures/otel/genai_multiagent.pb")).unwrap();
+    let r = c
+        .post(format!("{url}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(pb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    crate::service_e2e::wait_for_steps(&c, url, "conv-ma-1", 9).await;
+    let t = get_json(&c, &format!("{url}/v1/tasks/5eed0000000000000000000000000002")).await;
+    assert_eq!(t["tree"].as_array().unwrap().len(), 9);
+    let agents: Vec<&String> = t["agents"].as_object().unwrap().keys().collect();
+    assert_eq!(agents.len(), 3, "{agents:?}");
+    assert_eq!(
+        t["tree"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["kind"] == "handoff")
+            .count(),
+        2
+    );
+    assert!(
+        t["tree"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["depth"].as_u64().unwrap() >= 2),
+        "nested agents: {t}"
+    );
+    let missing = c.get(format!("{url}/v1/tasks/no-such-task")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    server.terminate();
+}

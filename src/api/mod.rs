@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/segments"),
     ("get", "/v1/segments/{segment}"),
     ("get", "/v1/charts"),
+    ("get", "/v1/tasks/{id}"),
     ("get", "/metrics"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -62,6 +63,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/otlp/status", get(reports::otlp_status))
         .route("/v1/segments", get(reports::list_segments))
         .route("/v1/charts", get(reports::chart_series))
+        .route("/v1/tasks/{id}", get(reports::task_report))
         // Agents contain slashes: the segment is everything after /v1/segments/,
         // split at its last slash into agent and task type.
         .route("/v1/segments/{*segment}", get(reports::segment_report))

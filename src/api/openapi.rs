@@ -31,6 +31,7 @@ use utoipa::OpenApi;
         reports::list_segments,
         reports::segment_report,
         reports::chart_series,
+        reports::task_report,
         super::metrics,
         super::healthz,
         super::readyz,

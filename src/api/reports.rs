@@ -384,6 +384,37 @@ pub async fn session_report(
     .await
 }
 
+/// `GET /v1/tasks/{id}`: the sessions sharing a correlation id (native
+/// `correlation_id`, or an OTLP trace) merged into one task.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "reports",
+    summary = "A multi-agent task: the sessions sharing a correlation id (or trace id) as one tree across agents, with per-agent and total tokens, cost, latency and the outcome",
+    params(("id" = String, Path, description = "Correlation id, or OTLP trace id")),
+    responses((status = 200, description = "The task", body = crate::model::task::TaskReport),
+              (status = 404, description = "No session carries this id", body = ErrorBody)))]
+pub async fn task_report(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::model::task::TaskReport>, ApiError> {
+    blocking(move || {
+        let ids = s.storage.correlated_sessions(&id)?;
+        if ids.is_empty() {
+            return Err(ApiError::NotFound(format!(
+                "task {id} (no session carries this correlation or trace id)"
+            )));
+        }
+        let sessions = ids
+            .iter()
+            .map(|sid| {
+                let mut steps: Vec<Step> = load_steps(&s, sid)?.into_iter().map(|r| r.2).collect();
+                steps.sort_by_key(|st| st.seq);
+                Ok(Session::from_sorted(sid.clone(), steps))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(Json(crate::model::task::merge(&id, sessions)))
+    })
+    .await
+}
+
 /// `GET /v1/sessions/{id}/replay`: every step as stored (the bytes received),
 /// in `seq` order, with the span tree and the sessions correlated with it.
 /// `Accept: application/x-ndjson` returns the stored records one per line.

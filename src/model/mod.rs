@@ -6,6 +6,7 @@ pub mod price;
 pub mod segment;
 pub mod session;
 pub mod step;
+pub mod task;
 
 pub use price::{ModelPrice, PriceError, PriceTable, cost_per_success};
 pub use segment::{POOLED_TASK_TYPE, SegmentField, SegmentKey, resolve, segment_of, task_part};
