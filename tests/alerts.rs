@@ -2,7 +2,7 @@
 //! Alertmanager, a webhook and a Slack-format receiver; receivers that were
 //! down catch up with every event exactly once, across a restart.
 
-use crate::service_e2e::{Server, get_json, looping_session};
+use crate::service_e2e::{Server, get_json, looping_session, metric, post_text};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -138,20 +138,8 @@ async fn start_alertmanager(c: &reqwest::Client) -> Alertmanager {
         url: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = c.get(format!("{}/-/ready", am.url)).send().await
-            && r.status().is_success()
-        {
-            return am;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "alertmanager did not become ready at {}",
-            am.url
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::support::wait_ready(c, &am.url, "alertmanager").await;
+    am
 }
 
 /// Event ids a receiver got, per id how many times: the webhook's `events[].event.id`.
@@ -218,29 +206,9 @@ async fn all_events(c: &reqwest::Client, url: &str) -> Vec<Value> {
     }
 }
 
-async fn metric(c: &reqwest::Client, url: &str, series: &str) -> f64 {
-    let text = c
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 async fn post_sessions(c: &reqwest::Client, url: &str, ids: &[&str]) {
     for id in ids {
-        let r = c
-            .post(format!("{url}/v1/steps"))
-            .header("content-type", "application/x-ndjson")
-            .body(looping_session(id).join("\n"))
-            .send()
-            .await
-            .unwrap();
+        let r = post_text(c, url, looping_session(id).join("\n")).await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 }

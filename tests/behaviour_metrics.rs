@@ -1,6 +1,6 @@
 //! Issue 17: behavioural metrics measured the same way everywhere.
 
-use crate::service_e2e::{Server, get_json};
+use crate::service_e2e::{Server, get_json, metric, post_text};
 use crate::support::{run_ok, shared};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -75,13 +75,7 @@ async fn one_cost_per_success_and_escalation_rate_in_the_baseline_the_live_repor
 
     let server = Server::start(&adb, &dir.path().join("data"), &[]);
     let c = reqwest::Client::new();
-    let r = c
-        .post(format!("{}/v1/steps", server.url))
-        .header("content-type", "application/x-ndjson")
-        .body(text.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_text(&c, &server.url, text.clone()).await;
     assert_eq!(r.status(), 200);
     let report_url = format!("{}/v1/segments/tau2bench-telecom/gpt-4.1/telecom", server.url);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -102,23 +96,12 @@ async fn one_cost_per_success_and_escalation_rate_in_the_baseline_the_live_repor
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let metrics = c
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let metric: f64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"agentdrift_segment_cost_per_success_usd{segment="tau2bench-telecom/gpt-4.1/telecom"} "#)
-        })
-        .expect("the segment's cost-per-success gauge")
-        .trim()
-        .parse()
-        .unwrap();
+    let metric = metric(
+        &c,
+        &server.url,
+        r#"agentdrift_segment_cost_per_success_usd{segment="tau2bench-telecom/gpt-4.1/telecom"}"#,
+    )
+    .await;
     for (what, v) in [("baseline", in_baseline), ("live report", live), ("metric", metric)] {
         assert!(
             (v / expected - 1.0).abs() < 1e-9,
@@ -236,13 +219,7 @@ async fn a_multi_agent_task_is_one_tree_across_its_sessions() {
             serde_json::json!({"depth": 1, "outcome": "success"}),
         ),
     ];
-    let r = c
-        .post(format!("{url}/v1/steps"))
-        .header("content-type", "application/x-ndjson")
-        .body(lines.join("\n"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_text(&c, url, lines.join("\n")).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let t = get_json(&c, &format!("{url}/v1/tasks/task-42")).await;
     let sessions: Vec<&str> = t["sessions"]

@@ -3,7 +3,7 @@
 //! data the API holds, alarm points open their events, sessions their
 //! replays, and the page logs no error.
 
-use crate::service_e2e::{Server, get_json, looping_session};
+use crate::service_e2e::{Server, get_json, looping_session, post_text};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -43,13 +43,7 @@ async fn the_console_shows_segments_charts_events_and_replays_in_a_real_browser(
         batches.push(looping_session(&format!("loop-{i}")).join("\n"));
     }
     for b in batches {
-        let r = c
-            .post(format!("{url}/v1/steps"))
-            .header("content-type", "application/x-ndjson")
-            .body(b)
-            .send()
-            .await
-            .unwrap();
+        let r = post_text(&c, &url, b).await;
         assert_eq!(r.status(), 200);
     }
     // What the API holds, to check the views against.

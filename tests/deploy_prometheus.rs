@@ -2,7 +2,7 @@
 //! test instance with the shipped rules loaded; every Grafana query returns
 //! data and every rule evaluates without error.
 
-use crate::service_e2e::{Server, get_json, looping_session};
+use crate::service_e2e::{Server, get_json, looping_session, post_text};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,16 +64,8 @@ async fn start_prometheus(c: &reqwest::Client, target: &str) -> Prometheus {
         url: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = c.get(format!("{}/-/ready", p.url)).send().await
-            && r.status().is_success()
-        {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::support::wait_ready(c, &p.url, "prometheus").await;
+    p
 }
 
 async fn query(c: &reqwest::Client, prom: &str, expr: &str) -> Vec<Value> {
@@ -157,13 +149,7 @@ async fn every_dashboard_query_returns_data_and_every_rule_evaluates_against_a_r
             })
             .collect();
         body.extend(looping_session(&format!("loop-{round}")));
-        let r = c
-            .post(format!("{url}/v1/steps"))
-            .header("content-type", "application/x-ndjson")
-            .body(body.join("\n"))
-            .send()
-            .await
-            .unwrap();
+        let r = post_text(&c, &url, body.join("\n")).await;
         assert_eq!(r.status(), 200);
         round += 1;
         tokio::time::sleep(Duration::from_millis(700)).await;

@@ -116,13 +116,34 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn post_ndjson(c: &reqwest::Client, url: &str, lines: &[String]) -> reqwest::Response {
+/// POSTs NDJSON lines to `/v1/steps`.
+pub async fn post_ndjson(c: &reqwest::Client, url: &str, lines: &[String]) -> reqwest::Response {
+    post_text(c, url, lines.join("\n")).await
+}
+
+/// POSTs an NDJSON body to `/v1/steps`.
+pub async fn post_text(c: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
     c.post(format!("{url}/v1/steps"))
         .header("content-type", "application/x-ndjson")
-        .body(lines.join("\n"))
+        .body(body)
         .send()
         .await
         .unwrap()
+}
+
+/// The value of one `/metrics` series (`name{labels}` as printed), 0 when absent.
+pub async fn metric(c: &reqwest::Client, url: &str, series: &str) -> f64 {
+    let text = c
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
 
 /// Polls a session's replay until it holds at least `n` steps (OTLP

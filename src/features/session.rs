@@ -156,35 +156,18 @@ pub const ESCALATION_TOOLS: [&str; 4] = [
 /// Handoff targets that are people.
 pub const HUMAN_AGENTS: [&str; 3] = ["human", "human_*", "*_human"];
 
-/// `*` matches any run of characters, the rest itself (ASCII case-insensitive).
-fn glob_ci(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.to_ascii_lowercase(), name.to_ascii_lowercase());
-    let parts: Vec<&str> = p.split('*').collect();
-    if parts.len() == 1 {
-        return p == n;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if n.len() < first.len() + last.len() || !n.starts_with(first) || !n.ends_with(last) {
-        return false;
-    }
-    let mut rest = &n[first.len()..n.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 /// Whether calling this tool hands the task to a person.
 pub fn escalation_tool(name: &str) -> bool {
-    ESCALATION_TOOLS.iter().any(|p| glob_ci(p, name))
+    ESCALATION_TOOLS
+        .iter()
+        .any(|p| crate::model::glob::matches_ignore_case(p, name))
 }
 
 /// Whether this handoff target is a person.
 pub fn human_agent(name: &str) -> bool {
-    HUMAN_AGENTS.iter().any(|p| glob_ci(p, name))
+    HUMAN_AGENTS
+        .iter()
+        .any(|p| crate::model::glob::matches_ignore_case(p, name))
 }
 
 impl SessionFeatures {

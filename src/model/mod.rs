@@ -2,6 +2,7 @@
 //!
 //! Pure: no IO beyond reading a price file on request, no async.
 
+pub mod glob;
 pub mod price;
 pub mod segment;
 pub mod session;

@@ -191,3 +191,20 @@ pub fn node_modules(name: &str, package_json: &std::path::Path) -> PathBuf {
     let _ = lock.unlock();
     dir.join("node_modules")
 }
+
+/// Waits (30 s at most) until a Prometheus-style server answers `GET /-/ready` with 2xx.
+pub async fn wait_ready(c: &reqwest::Client, url: &str, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = c.get(format!("{url}/-/ready")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not become ready at {url}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
