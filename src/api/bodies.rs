@@ -404,7 +404,7 @@ pub struct ChartSeries {
     pub centre: Option<f64>,
     /// Whether the limit holds on both sides (±limit: EWMA, Shewhart).
     pub two_sided: bool,
-    /// Readings, oldest first: the newest 1000 since the service started
+    /// Readings, oldest first: the newest 500 since the service started
     /// (the log replayed at start included).
     pub points: Vec<crate::detect::event::ChartPoint>,
 }

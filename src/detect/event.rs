@@ -93,6 +93,33 @@ pub struct ChartPoint {
     pub events: Vec<String>,
 }
 
+/// A chart's reading after one session, compact (the segment's chart by
+/// position): what the scorer hands on for the console's history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    /// Position of the chart in its segment's baseline.
+    pub chart: u16,
+    /// The statistic (at an alarm: the value that crossed).
+    pub statistic: f64,
+    /// Its limit.
+    pub limit: f64,
+    /// Ids of the events it raised.
+    pub events: Vec<String>,
+}
+
+/// Every session-level chart's reading after one session of a segment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionReadings {
+    /// Position of the segment in the baseline.
+    pub segment: usize,
+    /// The session.
+    pub session_id: String,
+    /// Its time, unix ms.
+    pub ts: i64,
+    /// One per chart that moved.
+    pub readings: Vec<Reading>,
+}
+
 /// Context of the session an observation comes from.
 pub struct Ctx<'a> {
     /// Session id.

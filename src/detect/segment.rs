@@ -3,7 +3,7 @@
 //! (session-level charts and windows). Bounded state: charts are O(1), rings
 //! keep the last [`RING`](super::state::RING) observations, windows the last `window` sessions.
 
-use super::event::{ChartPoint, Ctx, DriftEvent};
+use super::event::{Ctx, DriftEvent, Reading};
 use super::state::{Core, Family, SavedChart};
 use super::{At, Detector, Ended, loops, outputs, profile, rates, sessions, windows};
 use crate::baseline::types::{ChartSpec, ChartTarget, SegmentBaseline};
@@ -102,13 +102,13 @@ pub struct SegmentDetectors {
     pub sessions_seen: u64,
     /// Recent values per charted quantity, for reports (chart id → statistic, limit).
     pub last: HashMap<String, (f64, f64)>,
-    /// Whether session-level readings are kept as [`ChartPoint`]s (the service's
-    /// console wants them; replays and evaluations do not pay for them).
+    /// Whether session-level readings are kept (the service's console wants
+    /// them; replays and evaluations do not pay for them).
     #[serde(skip)]
     record: bool,
     /// Readings since the last [`SegmentDetectors::take_points`] (a view, not state).
     #[serde(skip)]
-    points: Vec<ChartPoint>,
+    points: Vec<Reading>,
 }
 
 impl SegmentDetectors {
@@ -146,8 +146,8 @@ impl SegmentDetectors {
         }
     }
 
-    /// The chart points recorded since the last call.
-    pub fn take_points(&mut self) -> Vec<ChartPoint> {
+    /// The readings recorded since the last call.
+    pub fn take_points(&mut self) -> Vec<Reading> {
         std::mem::take(&mut self.points)
     }
 
@@ -190,7 +190,7 @@ impl SegmentDetectors {
             key: &self.key,
             ctx,
         };
-        let points = self.record.then_some((&mut self.points, ctx));
+        let points = self.record.then_some(&mut self.points);
         each(&mut self.charts, &mut self.last, points, |d, core, out| {
             d.on_session(core, &at, &ended, out)
         })
@@ -211,7 +211,7 @@ impl SegmentDetectors {
             key: &self.key,
             ctx,
         };
-        let points = self.record.then_some((&mut self.points, ctx));
+        let points = self.record.then_some(&mut self.points);
         each(&mut self.charts, &mut self.last, points, |d, core, out| {
             d.on_late_outcome(core, &at, success, confident, out)
         })
@@ -269,31 +269,34 @@ impl SegmentDetectors {
 }
 
 /// Runs `feed` on every chart, then keeps each one's latest reading for
-/// reports and, when asked, as a chart point of the session in `ctx`.
+/// reports and, when asked, in `points` (by chart position).
 fn each(
     charts: &mut [Running],
     last: &mut HashMap<String, (f64, f64)>,
-    mut points: Option<(&mut Vec<ChartPoint>, &Ctx)>,
+    mut points: Option<&mut Vec<Reading>>,
     mut feed: impl FnMut(&mut dyn Detector, &mut Core, &mut Vec<DriftEvent>),
 ) -> Vec<DriftEvent> {
     let mut events = Vec::new();
-    for Running { core, detector } in charts {
+    for (i, Running { core, detector }) in charts.iter_mut().enumerate() {
         let before = events.len();
         feed(detector.as_mut(), core, &mut events);
         if let Some(reading) = core.reading.take() {
-            if let Some((points, ctx)) = points.as_mut() {
+            if let Some(points) = points.as_mut() {
                 // A chart that signalled has restarted: its point is the value that crossed.
-                let (statistic, limit) = events[before..].first().map_or(reading, |e| (e.statistic, e.limit));
-                points.push(ChartPoint {
-                    chart: core.spec.id.clone(),
-                    session_id: ctx.session_id.to_string(),
-                    ts: ctx.ts,
+                let new = &events[before..];
+                let (statistic, limit) = new.first().map_or(reading, |e| (e.statistic, e.limit));
+                points.push(Reading {
+                    chart: i as u16,
                     statistic,
                     limit,
-                    events: events[before..].iter().map(|e| e.id.clone()).collect(),
+                    events: new.iter().map(|e| e.id.clone()).collect(),
                 });
             }
-            last.insert(core.spec.id.clone(), reading);
+            if let Some(v) = last.get_mut(core.spec.id.as_str()) {
+                *v = reading;
+            } else {
+                last.insert(core.spec.id.clone(), reading);
+            }
         }
     }
     events

@@ -112,9 +112,9 @@ pub struct Output {
     pub late: u64,
     /// Sessions whose first step was scored.
     pub opened: Vec<OpenedSession>,
-    /// Session-level chart readings, by segment (`agent/task_type`), when
+    /// Session-level chart readings, one entry per session, when
     /// [`Scorer::record_chart_points`] asked for them.
-    pub points: Vec<(String, crate::detect::event::ChartPoint)>,
+    pub points: Vec<crate::detect::event::SessionReadings>,
 }
 
 impl Output {
@@ -740,9 +740,15 @@ impl Scorer {
                         *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
                     }
                     out.events.extend(events);
-                    let name = seg.key.to_string();
-                    out.points
-                        .extend(det.take_points().into_iter().map(|p| (name.clone(), p)));
+                    let readings = det.take_points();
+                    if !readings.is_empty() {
+                        out.points.push(crate::detect::event::SessionReadings {
+                            segment: i,
+                            session_id: sid.to_string(),
+                            ts: ctx.ts,
+                            readings,
+                        });
+                    }
                 }
                 Err(why) => self.fail_segment(i, why),
             }
@@ -906,8 +912,15 @@ impl Scorer {
                     *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
                 }
                 out.events = events;
-                let name = seg.key.to_string();
-                out.points = det.take_points().into_iter().map(|p| (name.clone(), p)).collect();
+                let readings = det.take_points();
+                if !readings.is_empty() {
+                    out.points.push(crate::detect::event::SessionReadings {
+                        segment: i,
+                        session_id: ctx.session_id.to_string(),
+                        ts: ctx.ts,
+                        readings,
+                    });
+                }
             }
             Err(why) => self.fail_segment(i, why),
         }

@@ -1,39 +1,91 @@
 //! The recent readings of every session-level chart, for the console's
-//! control-chart view: a bounded ring per (segment, chart), in memory.
+//! control-chart view: a bounded ring per (segment, chart), in memory,
+//! indexed by position (no per-reading strings but one shared session id).
 
-use crate::detect::event::ChartPoint;
-use std::collections::{HashMap, VecDeque};
+use crate::baseline::Baseline;
+use crate::detect::event::{ChartPoint, SessionReadings};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Points kept per chart.
-pub const POINTS_PER_CHART: usize = 1000;
+pub const POINTS_PER_CHART: usize = 500;
 
-/// The rings, keyed by segment (`agent/task_type`) and chart id.
+/// One kept reading.
+#[derive(Debug)]
+struct Point {
+    ts: i64,
+    session: Arc<str>,
+    statistic: f64,
+    limit: f64,
+    events: Box<[String]>,
+}
+
+/// A chart's id and its ring.
+type Ring = (String, VecDeque<Point>);
+
+/// The rings, by segment and chart position in the baseline.
 #[derive(Debug, Default)]
 pub struct ChartHistory {
-    series: HashMap<String, HashMap<String, VecDeque<ChartPoint>>>,
+    /// Per segment: its name and its charts' rings.
+    segments: Vec<(String, Vec<Ring>)>,
 }
 
 impl ChartHistory {
-    /// Adds one reading; the oldest goes when the ring is full.
-    pub fn push(&mut self, segment: String, point: ChartPoint) {
-        let ring = self
-            .series
-            .entry(segment)
-            .or_default()
-            .entry(point.chart.clone())
-            .or_insert_with(|| VecDeque::with_capacity(64));
-        if ring.len() == POINTS_PER_CHART {
-            ring.pop_front();
+    /// Empty rings for every chart of the baseline (they allocate on first use).
+    pub fn new(baseline: &Baseline) -> ChartHistory {
+        ChartHistory {
+            segments: baseline
+                .segments
+                .iter()
+                .map(|s| {
+                    let charts = s.charts.iter().map(|c| (c.id.clone(), VecDeque::new())).collect();
+                    (s.key.to_string(), charts)
+                })
+                .collect(),
         }
-        ring.push_back(point);
+    }
+
+    /// Adds a session's readings; the oldest of a full ring goes.
+    pub fn push(&mut self, r: SessionReadings) {
+        let Some((_, charts)) = self.segments.get_mut(r.segment) else {
+            return;
+        };
+        let session: Arc<str> = r.session_id.into();
+        for x in r.readings {
+            let Some((_, ring)) = charts.get_mut(usize::from(x.chart)) else {
+                continue;
+            };
+            if ring.len() == POINTS_PER_CHART {
+                ring.pop_front();
+            }
+            ring.push_back(Point {
+                ts: r.ts,
+                session: session.clone(),
+                statistic: x.statistic,
+                limit: x.limit,
+                events: x.events.into_boxed_slice(),
+            });
+        }
     }
 
     /// A chart's points, oldest first.
     pub fn points(&self, segment: &str, chart: &str) -> Vec<ChartPoint> {
-        self.series
-            .get(segment)
-            .and_then(|s| s.get(chart))
-            .map(|r| r.iter().cloned().collect())
+        self.segments
+            .iter()
+            .find(|(name, _)| name == segment)
+            .and_then(|(_, charts)| charts.iter().find(|(id, _)| id == chart))
+            .map(|(id, ring)| {
+                ring.iter()
+                    .map(|p| ChartPoint {
+                        chart: id.clone(),
+                        session_id: p.session.to_string(),
+                        ts: p.ts,
+                        statistic: p.statistic,
+                        limit: p.limit,
+                        events: p.events.to_vec(),
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -41,30 +93,48 @@ impl ChartHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(chart: &str, i: usize) -> ChartPoint {
-        ChartPoint {
-            chart: chart.into(),
-            session_id: format!("s{i}"),
-            ts: i as i64,
-            statistic: i as f64,
-            limit: 3.0,
-            events: vec![],
-        }
-    }
+    use crate::detect::event::Reading;
 
     #[test]
     fn each_ring_keeps_its_newest_points_in_order() {
-        let mut h = ChartHistory::default();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/baselines/taubench-gpt-4o-airline.adb");
+        let b = crate::baseline::load(std::path::Path::new(path)).unwrap();
+        let (si, seg) = b
+            .segments
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.charts.len() >= 2)
+            .unwrap();
+        let mut h = ChartHistory::new(&b);
+        let reading = |chart: u16, i: usize| Reading {
+            chart,
+            statistic: i as f64,
+            limit: 3.0,
+            events: if i == 7 { vec!["ev".into()] } else { vec![] },
+        };
         for i in 0..POINTS_PER_CHART + 5 {
-            h.push("a/t".into(), p("ewma:x", i));
+            h.push(SessionReadings {
+                segment: si,
+                session_id: format!("s{i}"),
+                ts: i as i64,
+                readings: vec![reading(0, i)],
+            });
         }
-        h.push("a/t".into(), p("cusum:y", 0));
-        let x = h.points("a/t", "ewma:x");
+        h.push(SessionReadings {
+            segment: si,
+            session_id: "t".into(),
+            ts: 0,
+            readings: vec![reading(1, 7)],
+        });
+        let name = seg.key.to_string();
+        let x = h.points(&name, &seg.charts[0].id);
         assert_eq!(x.len(), POINTS_PER_CHART);
         assert_eq!(x[0].session_id, "s5", "the 5 oldest went");
         assert_eq!(x.last().unwrap().session_id, format!("s{}", POINTS_PER_CHART + 4));
-        assert_eq!(h.points("a/t", "cusum:y").len(), 1);
-        assert!(h.points("b/t", "ewma:x").is_empty());
+        assert_eq!(x[0].chart, seg.charts[0].id);
+        let y = h.points(&name, &seg.charts[1].id);
+        assert_eq!(y.len(), 1);
+        assert_eq!(y[0].events, ["ev"]);
+        assert!(h.points("no/such", &seg.charts[0].id).is_empty());
     }
 }

@@ -219,8 +219,8 @@ pub fn spawn(
                 for c in &a.out.closed {
                     metrics.closed(c);
                 }
-                for (segment, point) in std::mem::take(&mut a.out.points) {
-                    history.push(segment, point);
+                for r in std::mem::take(&mut a.out.points) {
+                    history.push(r);
                 }
                 batch.merge(persist_of(a, clock.now_ms()));
             };

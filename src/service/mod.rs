@@ -185,7 +185,7 @@ pub fn recover(
         tracing::info!(dropped, "dropped saved session states newer than the snapshot");
     }
     let mut replayed = 0u64;
-    let mut history = chart_history::ChartHistory::default();
+    let mut history = chart_history::ChartHistory::new(&baseline);
     pipeline.record_chart_points(true);
     loop {
         let entries = storage.log.log_after(position, 10_000)?;
@@ -196,8 +196,8 @@ pub fn recover(
         for e in entries {
             position = e.id();
             let mut applied = engine_task::apply(&mut pipeline, e, read_opts);
-            for (segment, point) in std::mem::take(&mut applied.out.points) {
-                history.push(segment, point);
+            for r in std::mem::take(&mut applied.out.points) {
+                history.push(r);
             }
             replayed += 1;
             batch.merge(engine_task::persist_of(applied, clock.now_ms()));

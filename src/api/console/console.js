@@ -328,7 +328,7 @@ async function chartView(segment, chart) {
     h("button", { type: "button", onclick: () => pan(-0.25), "aria-label": "Earlier" }, "←"),
     h("button", { type: "button", onclick: () => pan(0.25), "aria-label": "Later" }, "→"),
     h("button", { type: "button", onclick: () => ((lo = 0), (hi = Math.max(pts.length, 1)), draw()) }, "All"),
-    h("span", { class: "muted" }, `${pts.length} readings (newest 1000 kept) · ${series.family} · in-control ARL ${num(series.arl0, 0)} ${series.unit}`),
+    h("span", { class: "muted" }, `${pts.length} readings (newest 500 kept) · ${series.family} · in-control ARL ${num(series.arl0, 0)} ${series.unit}`),
   );
   box.addEventListener("wheel", (ev) => {
     ev.preventDefault();
