@@ -65,6 +65,35 @@ async fn one_cost_per_success_and_escalation_rate_in_the_baseline_the_live_repor
         .find(|s| s["segment"]["task_type"] == "telecom")
         .expect("the telecom segment");
     let in_baseline = seg["cost_per_success"].as_f64().unwrap();
+    // Success by intent (each session's first step names it), from the file.
+    let mut intent_of: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if let Some(i) = v["intent"].as_str() {
+            intent_of
+                .entry(v["session_id"].as_str().unwrap().to_string())
+                .or_insert_with(|| i.to_string());
+        }
+    }
+    let mut by_intent: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (sid, ok) in &success {
+        let e = by_intent.entry(intent_of[sid].clone()).or_default();
+        e.0 += u64::from(*ok);
+        e.1 += 1;
+    }
+    assert!(by_intent.len() > 1, "several intents: {by_intent:?}");
+    let as_map = |v: &Value| -> BTreeMap<String, (u64, u64)> {
+        v.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, x)| (k.clone(), (x[0].as_u64().unwrap(), x[1].as_u64().unwrap())))
+            .collect()
+    };
+    assert_eq!(
+        as_map(&seg["success_by_intent"]),
+        by_intent,
+        "baseline show: success by intent"
+    );
     assert!(
         (seg["escalation_rate"].as_f64().unwrap() - escalation).abs() < 1e-12,
         "baseline escalation {} vs {} sessions of {} calling transfer_to_human_agents",
@@ -78,6 +107,15 @@ async fn one_cost_per_success_and_escalation_rate_in_the_baseline_the_live_repor
     let r = post_text(&c, &server.url, text.clone()).await;
     assert_eq!(r.status(), 200);
     let report_url = format!("{}/v1/segments/tau2bench-telecom/gpt-4.1/telecom", server.url);
+    let report = get_json(&c, &report_url).await;
+    assert_eq!(
+        as_map(&report["baseline_success_by_intent"]),
+        by_intent,
+        "segment report"
+    );
+    assert!(
+        report["baseline_success_by_tool"]["transfer_to_human_agents"][1].as_u64() == Some(transferred.len() as u64)
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let live = loop {
         let rep = get_json(&c, &report_url).await;

@@ -112,6 +112,13 @@ async fn the_console_shows_segments_charts_events_and_replays_in_a_real_browser(
         seen["overview_recent"].as_u64().unwrap() > 0,
         "the latest events are listed"
     );
+    assert!(
+        seen["first_tab"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("taubench-airline/gpt-4o/")),
+        "Tab from the page start reaches the first segment's link: {}",
+        seen["first_tab"]
+    );
     assert_eq!(seen["chart_limit_lines"], 2, "a two-sided EWMA shows ±limit");
     assert_eq!(seen["chart_centre_lines"], 1);
     assert_eq!(

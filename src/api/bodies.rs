@@ -309,6 +309,10 @@ pub struct SegmentReport {
     pub baseline_top_transitions: Vec<Transition>,
     /// Baseline (successes, sessions) per task type.
     pub baseline_success_by_task_type: BTreeMap<String, (u32, u32)>,
+    /// Baseline (successes, sessions) per intent (sessions whose first step names one).
+    pub baseline_success_by_intent: BTreeMap<String, (u32, u32)>,
+    /// Baseline (successes, sessions) per tool the agent called in the session.
+    pub baseline_success_by_tool: BTreeMap<String, (u32, u32)>,
     /// Its 20 latest events, oldest first.
     pub recent_events: Vec<DriftEvent>,
 }

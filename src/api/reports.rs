@@ -728,6 +728,8 @@ pub async fn segment_report(
             })
             .collect(),
         baseline_success_by_task_type: b.rates.success_by_task.clone(),
+        baseline_success_by_intent: b.rates.success_by_intent.clone(),
+        baseline_success_by_tool: b.rates.success_by_tool.clone(),
         recent_events: recent,
     }))
 }

@@ -69,6 +69,9 @@ fn segment_json(s: &SegmentBaseline) -> Value {
         "cost_per_success": r.cost_per_success,
         "length_shares_over_50_100_200": r.length_shares,
         "error_classes": r.error_classes,
+        "success_by_task_type": r.success_by_task,
+        "success_by_intent": r.success_by_intent,
+        "success_by_tool": r.success_by_tool,
         "top_transitions": trans.iter().take(10).map(|(n, i, j)| json!({
             "from": s.markov.states[*i], "to": s.markov.states[*j], "count": n,
             "p": s.markov.probs[i * k + j]})).collect::<Vec<_>>(),
