@@ -326,3 +326,39 @@ async fn a_multi_agent_task_is_one_tree_across_its_sessions() {
     assert_eq!(missing.status(), 404);
     server.terminate();
 }
+
+/// `train` counts a step sent twice once, and says how many it skipped.
+#[test]
+fn train_counts_duplicate_steps_as_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(crate::support::repo().join("fixtures/sessions/taubench-gpt-4o-airline.jsonl"))
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut messy = lines.clone();
+    messy.extend(&lines[..50]);
+    let input = dir.path().join("messy.jsonl");
+    std::fs::write(&input, messy.join("\n")).unwrap();
+    let out = dir.path().join("b.adb");
+    let summary: Value = serde_json::from_str(&run_ok([
+        "train",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(summary["steps"], lines.len(), "each step once");
+    assert_eq!(summary["duplicate_steps"], 50);
+    let text = run_ok([
+        "train",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains(&format!("({} steps, 50 duplicate steps skipped)", lines.len())),
+        "{text}"
+    );
+}

@@ -73,7 +73,9 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     };
-    let n_steps = read.steps as usize;
+    // Steps measured, and those read again (same session and `seq`) that were skipped.
+    let n_steps = baseline.meta.steps as usize;
+    let duplicates = (read.steps as usize).saturating_sub(n_steps);
     save(&baseline, &a.out)?;
     let secs = started.elapsed().as_secs_f64();
     for w in &baseline.meta.warnings {
@@ -83,6 +85,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         "out": a.out,
         "sessions": baseline.meta.sessions,
         "steps": n_steps,
+        "duplicate_steps": duplicates,
         "segments": baseline.segments.iter().map(|s| serde_json::json!({
             "segment": s.key.to_string(), "sessions": s.sessions, "excluded": s.excluded, "charts": s.charts.len()})).collect::<Vec<_>>(),
         "phase1_excluded": baseline.meta.phase1_excluded.len(),
@@ -94,10 +97,15 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "trained {} segments from {} sessions ({} steps) in {:.2}s ({:.0} steps/s); {} reference sessions excluded in phase I; wrote {}",
+            "trained {} segments from {} sessions ({} steps{}) in {:.2}s ({:.0} steps/s); {} reference sessions excluded in phase I; wrote {}",
             baseline.segments.len(),
             baseline.meta.sessions,
             n_steps,
+            if duplicates > 0 {
+                format!(", {duplicates} duplicate steps skipped")
+            } else {
+                String::new()
+            },
             secs,
             n_steps as f64 / secs,
             baseline.meta.phase1_excluded.len(),

@@ -125,13 +125,12 @@ pub fn train(
     for s in &mut steps {
         prices.fill_cost(s);
     }
-    let n_steps = steps.len() as u64;
     let grouped = group_sessions(steps);
     if grouped.sessions.is_empty() {
         return Err(TrainError::Empty);
     }
     let rows = measure_all(&grouped.sessions, prices, &cfg.segment_by);
-    train_rows(&rows, n_steps, inputs, cfg)
+    train_rows(&rows, inputs, cfg)
 }
 
 fn validate(cfg: &TrainConfig) -> Result<(), TrainError> {
@@ -161,12 +160,9 @@ fn validate(cfg: &TrainConfig) -> Result<(), TrainError> {
 }
 
 /// Trains from measured sessions.
-pub fn train_rows(
-    rows: &[SessionRow],
-    n_steps: u64,
-    inputs: Vec<InputFile>,
-    cfg: &TrainConfig,
-) -> Result<Baseline, TrainError> {
+pub fn train_rows(rows: &[SessionRow], inputs: Vec<InputFile>, cfg: &TrainConfig) -> Result<Baseline, TrainError> {
+    // Steps measured: a step sent twice (same session and `seq`) counts once.
+    let n_steps: u64 = rows.iter().map(|r| u64::from(r.features.total_steps)).sum();
     let mut warnings = Vec::new();
     // Segment membership: own segment (if big enough) and the agent's pool.
     let mut own: BTreeMap<SegmentKey, Vec<usize>> = BTreeMap::new();

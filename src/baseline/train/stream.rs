@@ -283,7 +283,7 @@ pub fn train_files(
     }
     rows.sort_by_key(|r| r.0);
     let rows: Vec<SessionRow> = rows.into_iter().map(|r| r.1).collect();
-    let baseline = train_rows(&rows, streamed.steps, streamed.files.clone(), cfg)?;
+    let baseline = train_rows(&rows, streamed.files.clone(), cfg)?;
     Ok((Some(baseline), streamed))
 }
 
