@@ -3,13 +3,14 @@
 //! down catch up with every event exactly once, across a restart.
 
 use crate::service_e2e::{Server, get_json, looping_session, metric, post_text};
+use crate::support::{Daemon, free_port, start_daemon};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,15 +36,6 @@ async fn receive(State(inbox): State<Inbox>, uri: Uri, headers: HeaderMap, body:
 async fn serve_inbox(listener: tokio::net::TcpListener, inbox: Inbox) {
     let app = axum::Router::new().fallback(receive).with_state(inbox);
     axum::serve(listener, app).await.unwrap();
-}
-
-/// A loopback port nothing listens on (yet).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// HMAC-SHA256 written from its definition (RFC 2104), independent of the `hmac` crate.
@@ -93,20 +85,7 @@ fn expected_severity(e: &Value) -> &'static str {
 }
 
 /// A real Alertmanager on a free loopback port, stopped when dropped.
-struct Alertmanager {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_alertmanager(c: &reqwest::Client) -> Alertmanager {
+async fn start_alertmanager(c: &reqwest::Client) -> Daemon {
     let bin = ["prometheus-alertmanager", "alertmanager"]
         .into_iter()
         .find(|b| {
@@ -123,23 +102,13 @@ async fn start_alertmanager(c: &reqwest::Client) -> Alertmanager {
     let cfg = dir.path().join("am.yml");
     std::fs::write(&cfg, "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n").unwrap();
     let port = free_port();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", cfg.display()))
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", cfg.display()))
         .arg(format!("--storage.path={}", dir.path().join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--cluster.listen-address=")
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start alertmanager");
-    let am = Alertmanager {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    crate::support::wait_ready(c, &am.url, "alertmanager").await;
-    am
+        .arg("--log.level=warn");
+    start_daemon(c, cmd, port, dir, "alertmanager").await
 }
 
 /// Event ids a receiver got, per id how many times: the webhook's `events[].event.id`.

@@ -3,32 +3,13 @@
 //! data and every rule evaluates without error.
 
 use crate::service_e2e::{Server, get_json, looping_session, post_text};
+use crate::support::{Daemon, free_port, start_daemon};
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_prometheus(c: &reqwest::Client, target: &str) -> Prometheus {
+/// A real Prometheus scraping `target` every second with the shipped rules, stopped when dropped.
+async fn start_prometheus(c: &reqwest::Client, target: &str) -> Daemon {
     let ok = Command::new("prometheus")
         .arg("--version")
         .output()
@@ -50,22 +31,12 @@ async fn start_prometheus(c: &reqwest::Client, target: &str) -> Prometheus {
     )
     .unwrap();
     let port = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
+    let mut cmd = Command::new("prometheus");
+    cmd.arg(format!("--config.file={}", cfg.display()))
         .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start prometheus");
-    let p = Prometheus {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    crate::support::wait_ready(c, &p.url, "prometheus").await;
-    p
+        .arg("--log.level=warn");
+    start_daemon(c, cmd, port, dir, "prometheus").await
 }
 
 async fn query(c: &reqwest::Client, prom: &str, expr: &str) -> Vec<Value> {

@@ -107,6 +107,9 @@ pub fn wanted(sink: &super::SinkConfig, e: &DriftEvent) -> bool {
         && severity(e) >= sink.min_severity
 }
 
+/// Wall-clock time, unix ms: the service's injected clock.
+pub type NowMs = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// The running sink threads; dropping them does not stop them, [`Deliveries::stop`] does.
 pub struct Deliveries {
     stop: Arc<AtomicBool>,
@@ -120,6 +123,7 @@ impl Deliveries {
         store: Arc<dyn Store>,
         links: Links,
         metrics: AlertMetrics,
+        now_ms: NowMs,
     ) -> Result<Deliveries, AlertError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -138,6 +142,7 @@ impl Deliveries {
                 links: links.clone(),
                 metrics: metrics.clone(),
                 stop: stop.clone(),
+                now_ms: now_ms.clone(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -165,6 +170,7 @@ struct Worker {
     links: Links,
     metrics: AlertMetrics,
     stop: Arc<AtomicBool>,
+    now_ms: NowMs,
 }
 
 impl Worker {
@@ -189,20 +195,27 @@ impl Worker {
         false
     }
 
-    /// A store call retried (with backoff) until it works or the sink stops.
-    fn retry<T>(&self, what: &str, mut f: impl FnMut(&dyn Store) -> Result<T, crate::store::StoreError>) -> Option<T> {
-        let mut attempt = 0;
+    /// `f` retried with backoff until it works (its attempt number, from 0,
+    /// is its argument); `None` when the sink stops first.
+    fn retry<T, E: std::fmt::Display>(&self, what: &str, mut f: impl FnMut(u32) -> Result<T, E>) -> Option<T> {
+        let mut attempt = 0u32;
         loop {
-            match f(&*self.store) {
-                Ok(v) => return Some(v),
+            match f(attempt) {
+                Ok(v) => {
+                    if attempt > 0 {
+                        tracing::info!(
+                            sink = self.name(),
+                            attempts = attempt + 1,
+                            "alert sink could {what} after retries"
+                        );
+                    }
+                    return Some(v);
+                }
                 Err(e) => {
-                    tracing::warn!(sink = self.name(), error = %e, "alert delivery cannot {what}; retrying");
-                    let wait = backoff(
-                        attempt,
-                        Duration::from_secs(self.sink.config.max_backoff_secs),
-                        rand::random(),
-                    );
-                    attempt += 1;
+                    let max = Duration::from_secs(self.sink.config.max_backoff_secs);
+                    let wait = backoff(attempt, max, rand::random());
+                    tracing::warn!(sink = self.name(), error = %e, retry_in_ms = wait.as_millis() as u64, "alert sink cannot {what}; retrying");
+                    attempt = attempt.saturating_add(1);
                     if !self.pause(wait) {
                         return None;
                     }
@@ -220,7 +233,7 @@ impl Worker {
             }
         };
         let key = self.cursor_key();
-        let Some(saved) = self.retry("read its cursor", |s| s.cursor(&key)) else {
+        let Some(saved) = self.retry("read its cursor", |_| self.store.cursor(&key)) else {
             return;
         };
         let mut cursor = match saved {
@@ -229,12 +242,15 @@ impl Worker {
                 let start = if self.sink.config.start == "all" {
                     0
                 } else {
-                    let Some(last) = self.retry("find the newest event", |s| s.last_event_position()) else {
+                    let Some(last) = self.retry("find the newest event", |_| self.store.last_event_position()) else {
                         return;
                     };
                     last
                 };
-                if self.retry("save its cursor", |s| s.set_cursor(&key, start)).is_none() {
+                if self
+                    .retry("save its cursor", |_| self.store.set_cursor(&key, start))
+                    .is_none()
+                {
                     return;
                 }
                 start
@@ -309,14 +325,14 @@ impl Worker {
     /// The lag gauge keeps counting what waits behind `cursor` meanwhile.
     fn deliver(&self, rt: &tokio::runtime::Runtime, events: &[DriftEvent], cursor: i64, lag: &Gauge) -> bool {
         let cfg = &self.sink.config;
-        let mut attempt = 0u32;
-        loop {
+        let what = format!("deliver {} event(s)", events.len());
+        self.retry(&what, |attempt| {
             if attempt > 0
                 && let Ok(n) = self.store.events_count_after(cursor)
             {
                 lag.set(n as i64);
             }
-            let now = now_ms();
+            let now = (self.now_ms)();
             let body = match cfg.kind {
                 SinkKind::Webhook => format::webhook(&cfg.name, events, &self.links, now),
                 SinkKind::Slack => format::slack(events, &self.links),
@@ -330,35 +346,14 @@ impl Worker {
                 let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
                 headers.push(("x-agentdrift-events".into(), ids.join(",")));
             }
-            match rt.block_on(self.client.post_json(&self.sink.url, &headers, body)) {
-                Ok(()) => {
-                    if attempt > 0 {
-                        tracing::info!(
-                            sink = self.name(),
-                            attempts = attempt + 1,
-                            "alert delivered after retries"
-                        );
-                    }
-                    return true;
-                }
-                Err(e) => {
-                    self.metrics.count(&cfg.name, "failed", events.len());
-                    let wait = backoff(attempt, Duration::from_secs(cfg.max_backoff_secs), rand::random());
-                    tracing::warn!(sink = self.name(), error = %e, events = events.len(), retry_in_ms = wait.as_millis() as u64, "alert delivery failed; retrying");
-                    attempt = attempt.saturating_add(1);
-                    if !self.pause(wait) {
-                        return false;
-                    }
-                }
+            let sent = rt.block_on(self.client.post_json(&self.sink.url, &headers, body));
+            if sent.is_err() {
+                self.metrics.count(&cfg.name, "failed", events.len());
             }
-        }
+            sent
+        })
+        .is_some()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

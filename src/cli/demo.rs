@@ -247,16 +247,19 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         // A window test (Markov, tool mix) fires on the session that completes its window,
         // which may belong to a later phase than the sessions that moved it: each event is
-        // listed under the phase whose sessions it cites most.
+        // listed under the phase that caused it (see `cause`), else the one it was raised in.
         let names: Vec<String> = phases.iter().map(|p| p.0.clone()).collect();
+        let attributed: Vec<(String, String, &DriftEvent)> = raised
+            .iter()
+            .map(|(during, e)| (cause(e, &names).unwrap_or_else(|| during.clone()), during.clone(), e))
+            .collect();
         for (kind, m, changed) in &phases {
             println!("4. streamed the same sessions with drift `{kind}` (magnitude {m}, {changed} sessions changed):");
-            let mine: Vec<DriftEvent> = raised
+            let mine: Vec<DriftEvent> = attributed
                 .iter()
-                .filter(|(_, e)| cause(e, &names).as_deref().unwrap_or(kind) == kind)
-                .filter(|(during, e)| cause(e, &names).is_some() || during == kind)
-                .map(|(during, e)| {
-                    let mut e = e.clone();
+                .filter(|(phase, _, _)| phase == kind)
+                .map(|(_, during, e)| {
+                    let mut e = (*e).clone();
                     if during != kind {
                         e.message = format!("{} [raised while streaming `{during}`]", e.message);
                     }

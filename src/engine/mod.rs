@@ -127,6 +127,17 @@ impl Output {
     }
 }
 
+/// The chart readings segment `i`'s detectors recorded for the session in `ctx`, if any.
+fn readings_of(det: &mut SegmentDetectors, i: usize, ctx: &Ctx) -> Option<crate::detect::event::SessionReadings> {
+    let readings = det.take_points();
+    (!readings.is_empty()).then(|| crate::detect::event::SessionReadings {
+        segment: i,
+        session_id: ctx.session_id.to_string(),
+        ts: ctx.ts,
+        readings,
+    })
+}
+
 /// Why a scorer cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -740,15 +751,7 @@ impl Scorer {
                         *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
                     }
                     out.events.extend(events);
-                    let readings = det.take_points();
-                    if !readings.is_empty() {
-                        out.points.push(crate::detect::event::SessionReadings {
-                            segment: i,
-                            session_id: sid.to_string(),
-                            ts: ctx.ts,
-                            readings,
-                        });
-                    }
+                    out.points.extend(readings_of(det, i, &ctx));
                 }
                 Err(why) => self.fail_segment(i, why),
             }
@@ -912,15 +915,7 @@ impl Scorer {
                     *self.stats.events.entry(e.detector.clone()).or_insert(0) += 1;
                 }
                 out.events = events;
-                let readings = det.take_points();
-                if !readings.is_empty() {
-                    out.points.push(crate::detect::event::SessionReadings {
-                        segment: i,
-                        session_id: ctx.session_id.to_string(),
-                        ts: ctx.ts,
-                        readings,
-                    });
-                }
+                out.points.extend(readings_of(det, i, &ctx));
             }
             Err(why) => self.fail_segment(i, why),
         }

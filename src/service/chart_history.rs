@@ -68,6 +68,13 @@ impl ChartHistory {
         }
     }
 
+    /// Adds the readings a log entry produced (taking them out of its output).
+    pub fn take_from(&mut self, out: &mut crate::engine::Output) {
+        for r in std::mem::take(&mut out.points) {
+            self.push(r);
+        }
+    }
+
     /// A chart's points, oldest first.
     pub fn points(&self, segment: &str, chart: &str) -> Vec<ChartPoint> {
         self.segments

@@ -24,24 +24,27 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
+    /// Asks the engine and waits (10 s at most) for its answer; `None` when
+    /// it is busy or gone.
+    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> EngineMsg) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.try_send(msg(tx)).ok()?;
+        tokio::time::timeout(Duration::from_secs(10), rx).await.ok()?.ok()
+    }
+
     /// The running state.
     pub async fn report(&self) -> Option<EngineReport> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.try_send(EngineMsg::Report(tx)).ok()?;
-        tokio::time::timeout(Duration::from_secs(10), rx).await.ok()?.ok()
+        self.ask(EngineMsg::Report).await
     }
 
     /// A chart's recent points, oldest first (`None`: the engine is busy or gone).
     pub async fn chart(&self, segment: &str, chart: &str) -> Option<Vec<crate::detect::event::ChartPoint>> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .try_send(EngineMsg::Chart {
-                segment: segment.to_string(),
-                chart: chart.to_string(),
-                reply: tx,
-            })
-            .ok()?;
-        tokio::time::timeout(Duration::from_secs(10), rx).await.ok()?.ok()
+        self.ask(|reply| EngineMsg::Chart {
+            segment: segment.to_string(),
+            chart: chart.to_string(),
+            reply,
+        })
+        .await
     }
 
     /// Drains the engine and snapshots (shutdown).
@@ -204,7 +207,7 @@ pub fn spawn(
         snapshot_secs,
         read_opts,
         clock,
-        history,
+        mut history,
     } = settings;
     std::thread::Builder::new()
         .name("agentdrift-engine".into())
@@ -214,14 +217,11 @@ pub fn spawn(
             let mut engine_failures: Vec<(String, String)> = Vec::new();
             let mut last_snapshot = Instant::now();
             let mut dirty = false;
-            let mut history = history;
             let persist = |mut a: Applied, batch: &mut Derived, metrics: &Metrics, history: &mut ChartHistory| {
                 for c in &a.out.closed {
                     metrics.closed(c);
                 }
-                for r in std::mem::take(&mut a.out.points) {
-                    history.push(r);
-                }
+                history.take_from(&mut a.out);
                 batch.merge(persist_of(a, clock.now_ms()));
             };
             // Sessions that changed are written as rows first; the snapshot

@@ -196,9 +196,7 @@ pub fn recover(
         for e in entries {
             position = e.id();
             let mut applied = engine_task::apply(&mut pipeline, e, read_opts);
-            for r in std::mem::take(&mut applied.out.points) {
-                history.push(r);
-            }
+            history.take_from(&mut applied.out);
             replayed += 1;
             batch.merge(engine_task::persist_of(applied, clock.now_ms()));
         }
@@ -340,6 +338,10 @@ impl Workers {
             shared.storage.store.clone(),
             links,
             shared.metrics.alerts.clone(),
+            {
+                let clock = shared.clock.clone();
+                Arc::new(move || clock.now_ms())
+            },
         )?);
         Ok(())
     }

@@ -673,7 +673,7 @@ impl Store for PgStore {
                 let body: String = r.try_get(1).map_err(pg)?;
                 Ok((
                     rid,
-                    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    serde_json::from_str(&body).map_err(|e| corrupt("stored event", e))?,
                 ))
             })
             .collect()

@@ -192,18 +192,61 @@ pub fn node_modules(name: &str, package_json: &std::path::Path) -> PathBuf {
     dir.join("node_modules")
 }
 
-/// Waits (30 s at most) until a Prometheus-style server answers `GET /-/ready` with 2xx.
-pub async fn wait_ready(c: &reqwest::Client, url: &str, what: &str) {
+/// A loopback port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server a test started (Prometheus, Alertmanager) on a loopback port,
+/// with its scratch directory; killed when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    /// Its base URL.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd`, which listens on `port` and keeps its files in `dir`, and
+/// waits (30 s at most) until it answers `GET /-/ready` with 2xx.
+pub async fn start_daemon(
+    c: &reqwest::Client,
+    mut cmd: Command,
+    port: u16,
+    dir: tempfile::TempDir,
+    what: &str,
+) -> Daemon {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let d = Daemon {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        if let Ok(r) = c.get(format!("{url}/-/ready")).send().await
+        if let Ok(r) = c.get(format!("{}/-/ready", d.url)).send().await
             && r.status().is_success()
         {
-            return;
+            return d;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{what} did not become ready at {url}"
+            "{what} did not become ready at {}",
+            d.url
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
