@@ -26,7 +26,7 @@ fn bench(c: &mut Criterion) {
             steps.clone(),
             Vec::new(),
             &TrainConfig::default(),
-            &PriceTable::default(),
+            &agentdrift::features::Rules::builtin(&PriceTable::default()),
         )
         .unwrap(),
     );

@@ -32,7 +32,7 @@ fn child(path: &str) {
         &[path.into()],
         None,
         &ReadOptions::default(),
-        &prices,
+        &agentdrift::features::Rules::builtin(&prices),
         false,
         false,
         &TrainConfig::default(),

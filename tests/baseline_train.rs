@@ -323,8 +323,17 @@ fn streaming_training_equals_batch_training_even_on_interleaved_input() {
         for f in &input {
             steps.extend(agentdrift::ingest::native::read_ndjson(&std::fs::read(f).unwrap()).steps);
         }
-        let batch = train(steps, Vec::new(), &cfg, &prices).unwrap();
-        let (streamed, read) = train_files(&input, None, &ReadOptions::default(), &prices, false, false, &cfg).unwrap();
+        let batch = train(steps, Vec::new(), &cfg, &agentdrift::features::Rules::builtin(&prices)).unwrap();
+        let (streamed, read) = train_files(
+            &input,
+            None,
+            &ReadOptions::default(),
+            &agentdrift::features::Rules::builtin(&prices),
+            false,
+            false,
+            &cfg,
+        )
+        .unwrap();
         let streamed = streamed.unwrap();
         assert!(read.errors.is_empty());
         assert_eq!(streamed.meta.sessions, batch.meta.sessions);

@@ -101,7 +101,15 @@ fn baseline() -> Arc<agentdrift::baseline::Baseline> {
     B.get_or_init(|| {
         let bytes = std::fs::read(crate::support::shared().join("data/taubench/gpt-4o_airline.jsonl")).unwrap();
         let steps = agentdrift::ingest::native::read_ndjson(&bytes).steps;
-        Arc::new(train(steps, Vec::new(), &TrainConfig::default(), &PriceTable::default()).unwrap())
+        Arc::new(
+            train(
+                steps,
+                Vec::new(),
+                &TrainConfig::default(),
+                &agentdrift::features::Rules::builtin(&PriceTable::default()),
+            )
+            .unwrap(),
+        )
     })
     .clone()
 }

@@ -52,7 +52,15 @@ fn in_control_half_stays_within_the_false_alarm_budget() {
     let mut total_events = 0u64;
     let mut total_sessions = 0u64;
     for (seed, (reference, stream)) in [(1u64, (a.clone(), b.clone())), (2, (b, a))] {
-        let baseline = Arc::new(train(reference, Vec::new(), &cfg, &PriceTable::default()).unwrap());
+        let baseline = Arc::new(
+            train(
+                reference,
+                Vec::new(),
+                &cfg,
+                &agentdrift::features::Rules::builtin(&PriceTable::default()),
+            )
+            .unwrap(),
+        );
         let seg = baseline.segments.iter().find(|s| s.key.task_type == "airline").unwrap();
         assert!(
             seg.charts.len() >= 20,

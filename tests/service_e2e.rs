@@ -351,7 +351,7 @@ async fn end_to_end_over_http() {
             .iter()
             .any(|e| e["session_id"] == "loop-session-1")
     );
-    assert!(seg["live"]["session_length_share_over_50_100_200"].is_array());
+    assert!(seg["live"]["session_length_share_50_100_200"].is_array());
 
     // Metrics.
     let metrics = c

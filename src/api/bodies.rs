@@ -240,6 +240,44 @@ pub struct BaselineRates {
     pub cost_per_success_usd: Option<f64>,
     /// Mean session duration.
     pub mean_duration_ms: Option<f64>,
+    /// Mean cost of priced tool calls per session, USD.
+    pub tool_cost_per_task_usd: Option<f64>,
+    /// Failures by class (producer labels, inferred classes and `unclassified`).
+    pub error_classes: BTreeMap<String, u64>,
+    /// The part of `error_classes` the taxonomy inferred.
+    pub inferred_error_classes: BTreeMap<String, u64>,
+    /// Shares of sessions reaching 50, 100 and 200 messages.
+    pub session_length_share_50_100_200: [f64; 3],
+    /// The sessions reaching 50 messages, apart.
+    pub long_sessions: LongSessionRates,
+}
+
+/// Rates of the sessions reaching 50 messages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LongSessionRates {
+    /// Long sessions.
+    pub sessions: u64,
+    /// Successes among those with an outcome.
+    pub success_rate: Option<f64>,
+    /// Escalations per long session.
+    pub escalation_rate: Option<f64>,
+    /// Failed tool calls per call.
+    pub tool_failure_rate: Option<f64>,
+    /// Their total cost over their successes, USD.
+    pub cost_per_success_usd: Option<f64>,
+}
+
+impl From<&crate::baseline::LongSessions> for LongSessionRates {
+    fn from(l: &crate::baseline::LongSessions) -> Self {
+        let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+        LongSessionRates {
+            sessions: l.sessions,
+            success_rate: ratio(l.successes, l.with_outcome),
+            escalation_rate: ratio(l.escalations, l.sessions),
+            tool_failure_rate: ratio(l.tool_errors, l.tool_calls),
+            cost_per_success_usd: crate::model::cost_per_success(l.cost_usd, l.cost_sessions, l.successes),
+        }
+    }
 }
 
 /// The live rates and costs.
@@ -267,12 +305,22 @@ pub struct LiveRates {
     pub cost_per_task_usd: Option<f64>,
     /// Cost of successful sessions per success, USD.
     pub cost_per_success_usd: Option<f64>,
-    /// Shares of sessions longer than 50, 100 and 200 steps.
-    pub session_length_share_over_50_100_200: [Option<f64>; 3],
-    /// Tool errors by class.
+    /// Shares of sessions reaching 50, 100 and 200 messages (user turns + model calls).
+    pub session_length_share_50_100_200: [Option<f64>; 3],
+    /// Failures by class (producer labels, inferred classes and `unclassified`).
     pub error_classes: BTreeMap<String, u64>,
+    /// The part of `error_classes` the taxonomy inferred.
+    pub inferred_error_classes: BTreeMap<String, u64>,
     /// Success rate of the sessions that used each tool.
     pub success_by_tool: BTreeMap<String, ToolSuccess>,
+    /// Success rate per intent.
+    pub success_by_intent: BTreeMap<String, ToolSuccess>,
+    /// Success rate per conversation-length band (messages: 1-9, 10-19, 20-49, 50-99, 100-199, 200+).
+    pub success_by_length: BTreeMap<String, ToolSuccess>,
+    /// The sessions reaching 50 messages, apart.
+    pub long_sessions: LongSessionRates,
+    /// Mean cost of priced tool calls per session that had one, USD.
+    pub tool_cost_per_task_usd: Option<f64>,
 }
 
 /// Token burn.
@@ -284,9 +332,13 @@ pub struct Tokens {
     pub output: u64,
     /// Both, per session.
     pub per_session: Option<f64>,
+    /// Input tokens per minute of session time (summed session durations).
+    pub input_per_minute: Option<f64>,
+    /// Output tokens per minute of session time.
+    pub output_per_minute: Option<f64>,
 }
 
-/// How the sessions that used one tool ended.
+/// How the sessions of one group (a tool used, an intent, a length band) ended.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ToolSuccess {
     /// Sessions that used it.
@@ -313,6 +365,8 @@ pub struct SegmentReport {
     pub baseline_success_by_intent: BTreeMap<String, (u32, u32)>,
     /// Baseline (successes, sessions) per tool the agent called in the session.
     pub baseline_success_by_tool: BTreeMap<String, (u32, u32)>,
+    /// Baseline (successes, sessions) per conversation-length band.
+    pub baseline_success_by_length: BTreeMap<String, (u32, u32)>,
     /// Its 20 latest events, oldest first.
     pub recent_events: Vec<DriftEvent>,
 }

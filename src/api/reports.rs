@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -323,7 +323,12 @@ pub async fn session_report(
             shared.prices.fill_cost(st);
         }
         let session = Session::from_sorted(id.clone(), steps);
-        let f = session_features(&session, &shared.prices, crate::features::Lexicons::builtin());
+        let rules = crate::features::Rules {
+            prices: &shared.prices,
+            lexicons: crate::features::Lexicons::builtin(),
+            taxonomy: &shared.taxonomy,
+        };
+        let f = session_features(&session, &rules);
         let (seg, fallback) = resolve_segment(&shared.baseline, &session.steps[0]);
         let features: Vec<FeatureReading> = Feature::ALL
             .iter()
@@ -494,6 +499,20 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }
 
+fn success_table(t: &BTreeMap<String, (u64, u64)>) -> BTreeMap<String, ToolSuccess> {
+    t.iter()
+        .map(|(k, (s, n))| {
+            (
+                k.clone(),
+                ToolSuccess {
+                    sessions: *n,
+                    success_rate: ratio(*s, *n),
+                },
+            )
+        })
+        .collect()
+}
+
 fn segment_summary(
     b: &crate::baseline::SegmentBaseline,
     t: Option<&crate::engine::SegmentTotals>,
@@ -514,6 +533,11 @@ fn segment_summary(
             cost_per_task_usd: r.cost_per_task,
             cost_per_success_usd: r.cost_per_success,
             mean_duration_ms: r.mean_duration_ms,
+            tool_cost_per_task_usd: r.tool_cost_per_task,
+            error_classes: r.error_classes.clone(),
+            inferred_error_classes: r.inferred_error_classes.clone(),
+            session_length_share_50_100_200: r.length_shares,
+            long_sessions: (&r.long_sessions).into(),
         },
         live: LiveRates {
             sessions: t.sessions,
@@ -528,23 +552,18 @@ fn segment_summary(
                 input: t.input_tokens,
                 output: t.output_tokens,
                 per_session: ratio(t.input_tokens + t.output_tokens, t.sessions),
+                input_per_minute: (t.duration_ms > 0.0).then(|| t.input_tokens as f64 / (t.duration_ms / 60_000.0)),
+                output_per_minute: (t.duration_ms > 0.0).then(|| t.output_tokens as f64 / (t.duration_ms / 60_000.0)),
             },
             cost_per_task_usd: (t.cost_sessions > 0).then(|| t.cost_usd / t.cost_sessions as f64),
             cost_per_success_usd: crate::model::cost_per_success(t.cost_usd, t.cost_sessions, t.successes),
-            session_length_share_over_50_100_200: t.over.map(|o| ratio(o, t.sessions)),
-            success_by_tool: t
-                .success_by_tool
-                .iter()
-                .map(|(k, (s, n))| {
-                    (
-                        k.clone(),
-                        ToolSuccess {
-                            sessions: *n,
-                            success_rate: ratio(*s, *n),
-                        },
-                    )
-                })
-                .collect(),
+            session_length_share_50_100_200: t.over.map(|o| ratio(o, t.sessions)),
+            success_by_tool: success_table(&t.success_by_tool),
+            success_by_intent: success_table(&t.success_by_intent),
+            success_by_length: success_table(&t.success_by_length),
+            long_sessions: (&t.long).into(),
+            tool_cost_per_task_usd: (t.tool_cost_sessions > 0).then(|| t.tool_cost_usd / t.tool_cost_sessions as f64),
+            inferred_error_classes: t.inferred_error_classes,
             error_classes: t.error_classes,
         },
         alarms,
@@ -730,6 +749,7 @@ pub async fn segment_report(
         baseline_success_by_task_type: b.rates.success_by_task.clone(),
         baseline_success_by_intent: b.rates.success_by_intent.clone(),
         baseline_success_by_tool: b.rates.success_by_tool.clone(),
+        baseline_success_by_length: b.rates.success_by_length.clone(),
         recent_events: recent,
     }))
 }

@@ -149,6 +149,7 @@ mod tests {
                 config: TrainConfig::default(),
                 lexicon_version: "1".into(),
                 lexicon_hash: "h".into(),
+                taxonomy: None,
                 warnings: Vec::new(),
                 phase1_excluded: Vec::new(),
             },

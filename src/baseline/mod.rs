@@ -8,4 +8,4 @@ pub mod train;
 pub mod types;
 
 pub use file::{BaselineError, load, save};
-pub use types::{Baseline, SegmentBaseline, TrainConfig};
+pub use types::{Baseline, LongSessions, SegmentBaseline, TrainConfig};

@@ -40,11 +40,33 @@ pub fn show_json(b: &Baseline) -> Value {
             "config": b.meta.config,
             "lexicon_version": b.meta.lexicon_version,
             "lexicon_hash": b.meta.lexicon_hash,
+            "taxonomy_version": b.meta.taxonomy.as_ref().map(|t| &t.version),
+            "taxonomy_hash": b.meta.taxonomy.as_ref().map(|t| &t.sha256),
             "warnings": b.meta.warnings,
             "phase1_excluded": b.meta.phase1_excluded,
         },
         "segments": b.segments.iter().map(segment_json).collect::<Vec<_>>(),
     })
+}
+
+fn long_json(l: &crate::baseline::LongSessions) -> Value {
+    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    json!({
+        "sessions": l.sessions,
+        "success_rate": ratio(l.successes, l.with_outcome),
+        "escalation_rate": ratio(l.escalations, l.sessions),
+        "tool_failure_rate": ratio(l.tool_errors, l.tool_calls),
+        "cost_per_success": crate::model::cost_per_success(l.cost_usd, l.cost_sessions, l.successes),
+    })
+}
+
+/// `successes/sessions` per key, for the text summary.
+fn success_line(t: &std::collections::BTreeMap<String, (u32, u32)>, max: usize) -> String {
+    let mut parts: Vec<String> = t.iter().take(max).map(|(k, (s, n))| format!("{k} {s}/{n}")).collect();
+    if t.len() > max {
+        parts.push(format!("… {} more", t.len() - max));
+    }
+    parts.join(", ")
 }
 
 fn segment_json(s: &SegmentBaseline) -> Value {
@@ -67,8 +89,16 @@ fn segment_json(s: &SegmentBaseline) -> Value {
         "tool_failure_rate": (r.tool_calls > 0).then(|| r.tool_errors as f64 / r.tool_calls as f64),
         "cost_per_task": r.cost_per_task,
         "cost_per_success": r.cost_per_success,
-        "length_shares_over_50_100_200": r.length_shares,
+        "outcome_sessions": r.outcome_sessions,
+        "failures": r.failures,
+        "confident_sessions": r.confident_sessions,
+        "confident_failures": r.confident_failures,
+        "tool_cost_per_task": r.tool_cost_per_task,
+        "length_shares_50_100_200_messages": r.length_shares,
+        "long_sessions": long_json(&r.long_sessions),
         "error_classes": r.error_classes,
+        "inferred_error_classes": r.inferred_error_classes,
+        "success_by_length": r.success_by_length,
         "success_by_task_type": r.success_by_task,
         "success_by_intent": r.success_by_intent,
         "success_by_tool": r.success_by_tool,
@@ -109,6 +139,19 @@ pub fn show_text(b: &Baseline) -> String {
         m.inputs.len(),
         m.config.arl0
     );
+    let _ = writeln!(
+        o,
+        "lexicons {} ({}…), error taxonomy {}",
+        m.lexicon_version,
+        m.lexicon_hash.chars().take(12).collect::<String>(),
+        m.taxonomy
+            .as_ref()
+            .map_or("built-in (not recorded)".to_string(), |t| format!(
+                "{} ({}…)",
+                t.version,
+                t.sha256.chars().take(12).collect::<String>()
+            ))
+    );
     for w in &m.warnings {
         let _ = writeln!(o, "warning: {w}");
     }
@@ -132,6 +175,47 @@ pub fn show_text(b: &Baseline) -> String {
         for u in &s.unplanned {
             let _ = writeln!(o, "not charted (reference too small): {u}");
         }
+        let r = &s.rates;
+        let money = |v: Option<f64>| v.map_or("-".into(), |x| format!("${x:.4}"));
+        let _ = writeln!(
+            o,
+            "cost per task {}, per success {}, tools per task {}",
+            money(r.cost_per_task),
+            money(r.cost_per_success),
+            money(r.tool_cost_per_task)
+        );
+        let classes = |m: &std::collections::BTreeMap<String, u64>| {
+            m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        };
+        if !r.error_classes.is_empty() {
+            let _ = writeln!(
+                o,
+                "error classes: {} (inferred: {})",
+                classes(&r.error_classes),
+                if r.inferred_error_classes.is_empty() {
+                    "none".into()
+                } else {
+                    classes(&r.inferred_error_classes)
+                }
+            );
+        }
+        for (what, t) in [
+            ("intent", &r.success_by_intent),
+            ("length (messages)", &r.success_by_length),
+            ("tool", &r.success_by_tool),
+        ] {
+            if !t.is_empty() {
+                let _ = writeln!(o, "success by {what}: {}", success_line(t, 12));
+            }
+        }
+        let l = long_json(&r.long_sessions);
+        let _ = writeln!(
+            o,
+            "long sessions (50+ messages): {} ({:.1}% of sessions), success {}",
+            r.long_sessions.sessions,
+            100.0 * r.length_shares[0],
+            l["success_rate"].as_f64().map_or("-".into(), |x| format!("{x:.3}"))
+        );
         let _ = writeln!(o, "top transitions:");
         for t in j["top_transitions"].as_array().into_iter().flatten().take(6) {
             let _ = writeln!(
@@ -358,7 +442,13 @@ fn diff_segments(a: &SegmentBaseline, b: &SegmentBaseline, alpha: f64, seed: u64
     let mut items: Vec<DiffItem> = Vec::new();
     // Features.
     for fa in &a.features {
-        if matches!(fa.feature, Feature::ToolErrors) {
+        // Tool errors are tested as a rate below; messages and the per-minute
+        // burns are functions of features tested here, and testing them again
+        // would only cost the Holm family power.
+        if matches!(
+            fa.feature,
+            Feature::ToolErrors | Feature::Messages | Feature::InputTokensPerMin | Feature::OutputTokensPerMin
+        ) {
             continue;
         }
         if let Some(fb) = b.feature(fa.feature) {

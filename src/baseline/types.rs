@@ -42,6 +42,10 @@ pub struct BaselineMeta {
     pub lexicon_version: String,
     /// SHA-256 of the lexicon files.
     pub lexicon_hash: String,
+    /// The error taxonomy it was trained with (version, hash, rules); scoring
+    /// classifies with the same rules. Absent in baselines older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taxonomy: Option<crate::features::TaxonomySource>,
     /// Warnings raised while training (thin segments, pooled task types, …).
     pub warnings: Vec<String>,
     /// Reference sessions judged out of control in phase I and excluded.
@@ -93,6 +97,10 @@ pub struct TrainConfig {
     pub guarantee: f64,
     /// Seed for resampling (dispersion factors).
     pub seed: u64,
+    /// An error-taxonomy file to classify with instead of the shipped one
+    /// (its text is stored in the baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taxonomy: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -112,6 +120,7 @@ impl Default for TrainConfig {
             phase1_max_share: 0.1,
             guarantee: 0.9,
             seed: 20_251_125,
+            taxonomy: None,
         }
     }
 }
@@ -275,7 +284,8 @@ pub struct RateBaseline {
     pub success_by_intent: BTreeMap<String, (u32, u32)>,
     /// (successful sessions using the tool, sessions using it with outcome) per tool.
     pub success_by_tool: BTreeMap<String, (u32, u32)>,
-    /// Share of sessions over 50, 100, 200 steps.
+    /// Share of sessions reaching 50, 100, 200 messages (user turns + model
+    /// calls; baselines before the messages feature counted steps over 50, 100, 200).
     pub length_shares: [f64; 3],
     /// Mean cost per session, USD.
     pub cost_per_task: Option<f64>,
@@ -285,6 +295,74 @@ pub struct RateBaseline {
     pub tool_calls_per_session: f64,
     /// Mean duration, ms.
     pub mean_duration_ms: Option<f64>,
+    /// The part of `error_classes` the taxonomy inferred (the rest producers labelled).
+    #[serde(default)]
+    pub inferred_error_classes: BTreeMap<String, u64>,
+    /// (successes, sessions with outcome) per conversation-length band (`features::LENGTH_BANDS`).
+    #[serde(default)]
+    pub success_by_length: BTreeMap<String, (u32, u32)>,
+    /// The same rates restricted to sessions reaching 50 messages.
+    #[serde(default)]
+    pub long_sessions: LongSessions,
+    /// Mean cost of priced tool calls per session, USD (`[tools]` prices).
+    #[serde(default)]
+    pub tool_cost_per_task: Option<f64>,
+}
+
+/// Rates of the long sessions of a segment (reaching 50 messages), reported
+/// apart because averages over all sessions hide them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LongSessions {
+    /// Long sessions.
+    pub sessions: u64,
+    /// Of which with an outcome.
+    pub with_outcome: u64,
+    /// Of which successful.
+    pub successes: u64,
+    /// Escalated.
+    pub escalations: u64,
+    /// Failed agent tool calls.
+    pub tool_errors: u64,
+    /// Agent tool calls.
+    pub tool_calls: u64,
+    /// Summed cost of those with a cost, USD.
+    pub cost_usd: f64,
+    /// Those with a cost.
+    pub cost_sessions: u64,
+}
+
+impl LongSessions {
+    /// Counts one session.
+    pub fn add(&mut self, f: &crate::features::SessionFeatures) {
+        use crate::features::Feature as F;
+        if f.get(F::Messages).unwrap_or(0.0) < crate::features::LONG_SESSION_MESSAGES {
+            return;
+        }
+        self.sessions += 1;
+        if let Some(s) = f.success() {
+            self.with_outcome += 1;
+            self.successes += u64::from(s == 1.0);
+        }
+        self.escalations += u64::from(f.escalated());
+        self.tool_errors += f.get(F::ToolErrors).unwrap_or(0.0) as u64;
+        self.tool_calls += f.get(F::ToolCalls).unwrap_or(0.0) as u64;
+        if let Some(c) = f.get(F::CostUsd) {
+            self.cost_usd += c;
+            self.cost_sessions += 1;
+        }
+    }
+
+    /// The report: sessions, success rate, escalation rate, tool error rate, cost per success.
+    pub fn report(&self) -> serde_json::Value {
+        let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+        serde_json::json!({
+            "sessions": self.sessions,
+            "success_rate": ratio(self.successes, self.with_outcome),
+            "escalation_rate": ratio(self.escalations, self.sessions),
+            "tool_error_rate": ratio(self.tool_errors, self.tool_calls),
+            "cost_per_success": crate::model::cost_per_success(self.cost_usd, self.cost_sessions, self.successes),
+        })
+    }
 }
 
 /// Mean and decorrelated covariance of transformed session features.

@@ -180,7 +180,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let prices = PriceTable::default();
     let t0 = Instant::now();
-    let baseline = crate::baseline::train::train(flatten(&reference), Vec::new(), &TrainConfig::default(), &prices)?;
+    let baseline = crate::baseline::train::train(
+        flatten(&reference),
+        Vec::new(),
+        &TrainConfig::default(),
+        &crate::features::Rules::builtin(&prices),
+    )?;
     let baseline_path = dir.join("baseline.adb");
     save(&baseline, &baseline_path)?;
     println!(

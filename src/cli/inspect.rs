@@ -1,6 +1,6 @@
 //! `agentdrift inspect`: what is in these files, per segment.
 
-use crate::features::{Feature, Lexicons, session_features};
+use crate::features::{Feature, Rules, session_features};
 use crate::model::{PriceTable, SegmentKey, Session, StepKind, group_sessions};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,7 +54,7 @@ pub fn median(mut xs: Vec<f64>) -> Option<f64> {
 
 /// Summarises sessions per segment, segments sorted by key.
 pub fn summarise(sessions: &[Session], prices: &PriceTable) -> Vec<SegmentSummary> {
-    let lex = Lexicons::builtin();
+    let rules = Rules::builtin(prices);
     let mut groups: BTreeMap<SegmentKey, Vec<&Session>> = BTreeMap::new();
     for s in sessions {
         groups.entry(s.segment()).or_default().push(s);
@@ -62,7 +62,7 @@ pub fn summarise(sessions: &[Session], prices: &PriceTable) -> Vec<SegmentSummar
     groups
         .into_iter()
         .map(|(key, ss)| {
-            let feats: Vec<_> = ss.iter().map(|s| session_features(s, prices, lex)).collect();
+            let feats: Vec<_> = ss.iter().map(|s| session_features(s, &rules)).collect();
             let steps = ss.iter().flat_map(|s| &s.steps);
             let tools: BTreeSet<&str> = steps
                 .clone()

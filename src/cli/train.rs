@@ -4,6 +4,7 @@ use super::InputArgs;
 use crate::baseline::report::{diff, diff_text, show_json, show_text};
 use crate::baseline::{load, save};
 use crate::config::Config;
+use crate::features::{Lexicons, Rules, Taxonomy};
 use crate::model::SegmentField;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ pub struct TrainArgs {
     /// agentdrift.toml with a [train] section (flags win over it).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Error taxonomy (TOML, like `taxonomy/errors.toml`) to classify failures,
+    /// escalations and state errors with; stored in the baseline.
+    #[arg(long)]
+    pub taxonomy: Option<PathBuf>,
     /// Train on the good records even if some are bad (they are listed either way).
     #[arg(long)]
     pub skip_bad: bool,
@@ -53,12 +58,24 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(x) = a.arl0 {
         cfg.arl0 = x;
     }
+    if let Some(t) = &a.taxonomy {
+        cfg.taxonomy = Some(t.display().to_string());
+    }
     let prices = a.input_args.prices()?;
+    let taxonomy = match &cfg.taxonomy {
+        Some(path) => Taxonomy::load(Path::new(path))?,
+        None => Taxonomy::builtin().clone(),
+    };
+    let rules = Rules {
+        prices: &prices,
+        lexicons: Lexicons::builtin(),
+        taxonomy: &taxonomy,
+    };
     let (baseline, read) = crate::baseline::train::train_files(
         &a.input,
         a.input_args.format,
         &a.input_args.read_options(),
-        &prices,
+        &rules,
         a.input_args.strict,
         a.skip_bad,
         &cfg,

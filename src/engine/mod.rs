@@ -17,7 +17,7 @@ pub mod saved;
 
 use crate::baseline::types::{Baseline, SegmentBaseline};
 use crate::detect::{Ctx, DriftEvent, InSession, SegmentDetectors};
-use crate::features::{Lexicons, SessionAccumulator, SessionFeatures};
+use crate::features::{Lexicons, Rules, SessionAccumulator, SessionFeatures, Taxonomy};
 use crate::model::{Outcome, OutcomeSource, PriceTable, SegmentKey, Step, StepKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -156,6 +156,9 @@ pub enum EngineError {
     /// A chart of the baseline cannot run.
     #[error(transparent)]
     Detect(#[from] crate::detect::DetectError),
+    /// The taxonomy stored in the baseline does not parse.
+    #[error(transparent)]
+    Taxonomy(#[from] crate::features::taxonomy::TaxonomyError),
     /// A snapshot does not belong to this baseline.
     #[error("the saved scorer state belongs to another baseline")]
     Snapshot,
@@ -243,12 +246,43 @@ pub struct SegmentTotals {
     pub duration_ms: f64,
     /// Sessions with a duration.
     pub duration_sessions: u64,
-    /// Sessions over 50, 100 and 200 steps.
+    /// Sessions reaching 50, 100 and 200 messages (user turns + model calls).
     pub over: [u64; 3],
     /// Failed steps per error class (at most 100 classes; the rest as `other`).
     pub error_classes: BTreeMap<String, u64>,
     /// (successes, sessions with outcome) per tool used.
     pub success_by_tool: BTreeMap<String, (u64, u64)>,
+    /// The part of `error_classes` the taxonomy inferred.
+    #[serde(default)]
+    pub inferred_error_classes: BTreeMap<String, u64>,
+    /// (successes, sessions with outcome) per intent (at most 50; the rest as `other`).
+    #[serde(default)]
+    pub success_by_intent: BTreeMap<String, (u64, u64)>,
+    /// (successes, sessions with outcome) per conversation-length band.
+    #[serde(default)]
+    pub success_by_length: BTreeMap<String, (u64, u64)>,
+    /// The sessions reaching 50 messages, apart.
+    #[serde(default)]
+    pub long: crate::baseline::LongSessions,
+    /// Summed cost of priced tool calls, USD, and the sessions that had one.
+    #[serde(default)]
+    pub tool_cost_usd: f64,
+    /// Sessions with a priced tool call.
+    #[serde(default)]
+    pub tool_cost_sessions: u64,
+}
+
+/// Adds a session to a bounded (successes, sessions) table: at most `cap`
+/// keys, the rest counted as `other`.
+fn count_success(table: &mut BTreeMap<String, (u64, u64)>, key: &str, ok: bool, cap: usize) {
+    let key = if table.len() < cap || table.contains_key(key) {
+        key
+    } else {
+        "other"
+    };
+    let e = table.entry(key.to_string()).or_insert((0, 0));
+    e.0 += u64::from(ok);
+    e.1 += 1;
 }
 
 impl SegmentTotals {
@@ -288,10 +322,32 @@ impl SegmentTotals {
         }
         self.input_tokens += f.get(F::InputTokens).unwrap_or(0.0) as u64;
         self.output_tokens += f.get(F::OutputTokens).unwrap_or(0.0) as u64;
-        let steps = f.get(F::Steps).unwrap_or(0.0);
-        self.steps += steps as u64;
+        self.steps += f.get(F::Steps).unwrap_or(0.0) as u64;
+        let messages = f.get(F::Messages).unwrap_or(0.0);
         for (i, limit) in [50.0, 100.0, 200.0].into_iter().enumerate() {
-            self.over[i] += u64::from(steps > limit);
+            self.over[i] += u64::from(messages >= limit);
+        }
+        self.long.add(f);
+        if let Some(c) = f.get(F::ToolCostUsd) {
+            self.tool_cost_usd += c;
+            self.tool_cost_sessions += 1;
+        }
+        for (class, n) in &f.inferred_error_classes {
+            if self.inferred_error_classes.len() < 100 || self.inferred_error_classes.contains_key(class) {
+                *self.inferred_error_classes.entry(class.clone()).or_insert(0) += u64::from(*n);
+            }
+        }
+        if let Some(s) = success {
+            let ok = s == 1.0;
+            count_success(
+                &mut self.success_by_length,
+                crate::features::length_band(messages),
+                ok,
+                10,
+            );
+            if let Some(intent) = &f.intent {
+                count_success(&mut self.success_by_intent, intent, ok, 50);
+            }
         }
         if let Some(d) = f.get(F::DurationMs) {
             self.duration_ms += d;
@@ -395,6 +451,8 @@ pub struct Scorer {
     baseline: Arc<Baseline>,
     baseline_id: String,
     prices: PriceTable,
+    /// The error taxonomy the baseline was trained with.
+    taxonomy: Taxonomy,
     index: HashMap<SegmentKey, usize>,
     idle_timeout_ms: i64,
     detectors: Vec<SegmentDetectors>,
@@ -494,6 +552,7 @@ impl Scorer {
                 .map(SegmentDetectors::new)
                 .collect::<Result<_, _>>()?,
             baseline_id: baseline_id(&baseline),
+            taxonomy: Taxonomy::of_baseline(baseline.meta.taxonomy.as_ref())?,
             baseline,
             prices,
             idle_timeout_ms,
@@ -676,7 +735,12 @@ impl Scorer {
             open.scored += 1;
             open.last_ts = open.last_ts.max(step.ts);
             self.stats.steps += 1;
-            let obs = open.acc.push(&step, &self.prices, Lexicons::builtin());
+            let rules = Rules {
+                prices: &self.prices,
+                lexicons: Lexicons::builtin(),
+                taxonomy: &self.taxonomy,
+            };
+            let obs = open.acc.push(&step, &rules);
             if let Some(i) = open.segment.filter(|i| !self.failed.contains_key(i)) {
                 let ctx = Ctx {
                     session_id: sid,

@@ -2,10 +2,12 @@
 //! training (batch) and live scoring (one step at a time) share the same
 //! definitions.
 
-use super::sequence::{LoopObs, LoopTracker, MAX_CYCLE, REASON};
-use super::text::{CONFIDENCE, Lexicons, N_LEXICONS, TextScores};
-use crate::model::{ErrorClass, Outcome, PriceTable, Session, Status, Step, StepKind};
+use super::Rules;
+use super::sequence::{LoopObs, LoopTracker, MAX_CYCLE, REASON, hash_args, hash_str};
+use super::text::{CONFIDENCE, N_LEXICONS, TextScores};
+use crate::model::{ErrorClass, MemoryOp, Outcome, Session, Status, Step, StepKind};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
 macro_rules! features {
@@ -92,6 +94,23 @@ features! {
     RepeatCalls = "repeat_calls",
     /// Most consecutive repeats of one short tool cycle (length 1–4).
     CycleRepeats = "cycle_repeats",
+    /// Cost of agent tool calls priced by `[tools]` (included in `cost_usd`).
+    ToolCostUsd = "tool_cost_usd",
+    /// Prompt tokens per minute of session duration (token burn over time).
+    InputTokensPerMin = "input_tokens_per_min",
+    /// Completion tokens per minute of session duration.
+    OutputTokensPerMin = "output_tokens_per_min",
+    /// Memory reads (absent without memory steps).
+    MemoryReads = "memory_reads",
+    /// Memory writes (absent without memory steps).
+    MemoryWrites = "memory_writes",
+    /// Memory size at the last memory step minus at the first (`memory.size`),
+    /// else characters written (absent without memory steps).
+    MemoryGrowth = "memory_growth",
+    /// memory_growth per user turn (at least one turn).
+    MemoryGrowthPerTurn = "memory_growth_per_turn",
+    /// Conversation length in messages: user turns + model calls.
+    Messages = "messages",
 }
 
 /// Number of features.
@@ -139,41 +158,45 @@ pub struct SessionFeatures {
     /// Number of steps of every kind, end included.
     pub total_steps: u32,
     /// The agent handed the task to a person: it called an escalation tool
-    /// or handed off to a human agent ([`escalation_tool`], [`human_agent`]).
+    /// or handed off to a human agent (the taxonomy's `[escalation]` lists).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub escalation_requested: bool,
+    /// The part of `error_classes` the taxonomy inferred (the rest is what
+    /// producers labelled, plus `unclassified`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inferred_error_classes: BTreeMap<String, u32>,
+    /// The session's intent (the first step that names one), for success by intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
 }
 
-/// Tool names that hand a task to a person (case-insensitive, `*` any
-/// characters): the rule escalation is inferred by when no outcome says so.
-pub const ESCALATION_TOOLS: [&str; 4] = [
-    "transfer_to_human*",
-    "escalate*",
-    "handoff_to_human*",
-    "*_to_human_agent*",
+/// Conversation-length bands in messages (user turns + model calls), for
+/// success by length; sessions reaching 50 messages are "long".
+pub const LENGTH_BANDS: [(&str, u32); 6] = [
+    ("1-9", 0),
+    ("10-19", 10),
+    ("20-49", 20),
+    ("50-99", 50),
+    ("100-199", 100),
+    ("200+", 200),
 ];
 
-/// Handoff targets that are people.
-pub const HUMAN_AGENTS: [&str; 3] = ["human", "human_*", "*_human"];
+/// Messages from which a session is long (reported apart).
+pub const LONG_SESSION_MESSAGES: f64 = 50.0;
 
-/// Whether calling this tool hands the task to a person.
-pub fn escalation_tool(name: &str) -> bool {
-    ESCALATION_TOOLS
+/// The length band of a session with this many messages.
+pub fn length_band(messages: f64) -> &'static str {
+    LENGTH_BANDS
         .iter()
-        .any(|p| crate::model::glob::matches_ignore_case(p, name))
-}
-
-/// Whether this handoff target is a person.
-pub fn human_agent(name: &str) -> bool {
-    HUMAN_AGENTS
-        .iter()
-        .any(|p| crate::model::glob::matches_ignore_case(p, name))
+        .rev()
+        .find(|(_, from)| messages >= f64::from(*from))
+        .map_or(LENGTH_BANDS[0].0, |(name, _)| name)
 }
 
 impl SessionFeatures {
-    /// A feature's value.
+    /// A feature's value (absent for features newer than a saved state).
     pub fn get(&self, f: Feature) -> Option<f64> {
-        self.values[f.index()]
+        self.values.get(f.index()).copied().flatten()
     }
 
     /// 1.0 for success, 0.0 for failure or escalation, `None` when unknown.
@@ -249,6 +272,130 @@ pub struct SessionAccumulator {
     /// An escalation tool was called or a human took over.
     #[serde(default)]
     escalation: bool,
+    #[serde(default)]
+    inferred: BTreeMap<String, u32>,
+    #[serde(default)]
+    tool_cost: Option<f64>,
+    #[serde(default)]
+    memory: Option<MemoryTally>,
+    #[serde(default)]
+    state: StateTracker,
+    #[serde(default)]
+    intent: Option<String>,
+}
+
+/// What memory steps did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct MemoryTally {
+    reads: u32,
+    writes: u32,
+    first_size: Option<f64>,
+    last_size: Option<f64>,
+    written_chars: f64,
+}
+
+/// What the state rules remember: successful reads since the last other
+/// call, and the values tool results and users gave (bounded).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct StateTracker {
+    reads: Vec<u64>,
+    by_key: BTreeMap<String, Vec<String>>,
+    values: std::collections::BTreeSet<String>,
+    user_text: String,
+}
+
+/// Bounds on [`StateTracker`]: reads remembered, result keys, values per key,
+/// values in all, user text bytes.
+const MAX_READS: usize = 256;
+const MAX_KEYS: usize = 256;
+const MAX_VALUES_PER_KEY: usize = 64;
+const MAX_VALUES: usize = 4096;
+const MAX_USER_TEXT: usize = 16 * 1024;
+/// Largest result body parsed for values.
+const MAX_RESULT_BYTES: usize = 64 * 1024;
+
+/// A scalar JSON value as text, when it can name state (ids, amounts, dates).
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if (2..=200).contains(&s.len()) => Some(s.to_lowercase()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Visits the (key, scalar) leaves of a JSON value.
+fn leaves(v: &Value, key: Option<&str>, f: &mut impl FnMut(&str, String)) {
+    match v {
+        Value::Object(m) => m.iter().for_each(|(k, x)| leaves(x, Some(k), f)),
+        Value::Array(a) => a.iter().for_each(|x| leaves(x, key, f)),
+        other => {
+            if let (Some(k), Some(s)) = (key, scalar(other)) {
+                f(k, s)
+            }
+        }
+    }
+}
+
+impl StateTracker {
+    /// Whether this successful read repeats one made since the last other call.
+    fn re_read(&mut self, key: u64) -> bool {
+        if self.reads.contains(&key) {
+            return true;
+        }
+        if self.reads.len() < MAX_READS {
+            self.reads.push(key);
+        }
+        false
+    }
+
+    /// Whether the call's arguments carry a value under a key that tool
+    /// results gave other values for, which no result and no user message gave.
+    fn contradicts(&self, args: &Value) -> bool {
+        let mut found = false;
+        leaves(args, None, &mut |k, v| {
+            found |= self.by_key.get(k).is_some_and(|seen| !seen.contains(&v))
+                && !self.values.contains(&v)
+                && !self.user_text.contains(&v);
+        });
+        found
+    }
+
+    fn learn_result(&mut self, result: &Value) {
+        let parsed;
+        let body = match result {
+            Value::String(s) if s.len() <= MAX_RESULT_BYTES && (s.starts_with('{') || s.starts_with('[')) => {
+                match serde_json::from_str::<Value>(s) {
+                    Ok(v) => {
+                        parsed = v;
+                        &parsed
+                    }
+                    Err(_) => return,
+                }
+            }
+            Value::Object(_) | Value::Array(_) => result,
+            _ => return,
+        };
+        leaves(body, None, &mut |k, v| {
+            if self.values.len() < MAX_VALUES {
+                self.values.insert(v.clone());
+            }
+            let room = self.by_key.len() < MAX_KEYS;
+            match self.by_key.get_mut(k) {
+                Some(seen) if seen.len() < MAX_VALUES_PER_KEY && !seen.contains(&v) => seen.push(v),
+                None if room => {
+                    self.by_key.insert(k.to_string(), vec![v]);
+                }
+                _ => {}
+            }
+        });
+    }
+
+    fn learn_user(&mut self, text: &str) {
+        if self.user_text.len() + text.len() < MAX_USER_TEXT {
+            self.user_text.push_str(&text.to_lowercase());
+            self.user_text.push('\n');
+        }
+    }
 }
 
 /// Cap on Markov states kept per session (bounded state for endless sessions).
@@ -256,9 +403,13 @@ pub const MAX_STATES: usize = 10_000;
 
 impl SessionAccumulator {
     /// Adds the next step.
-    pub fn push(&mut self, step: &Step, prices: &PriceTable, lex: &Lexicons) -> StepObs {
+    pub fn push(&mut self, step: &Step, rules: &Rules) -> StepObs {
+        let (prices, lex, taxonomy) = (rules.prices, rules.lexicons, rules.taxonomy);
         let mut obs = StepObs::default();
         self.total += 1;
+        if self.intent.is_none() {
+            self.intent.clone_from(&step.intent);
+        }
         self.first_ts = Some(self.first_ts.map_or(step.ts, |t| t.min(step.ts)));
         self.last_ts = Some(self.last_ts.map_or(step.ts, |t| t.max(step.ts)));
         if let Some(d) = step.depth.or_else(|| {
@@ -284,9 +435,17 @@ impl SessionAccumulator {
             self.lat_sum += l;
             self.lat_n += 1;
         }
+        let mut classified = false;
         if step.status == Some(Status::Error) {
-            let class = step.error_class.as_ref().map_or(UNCLASSIFIED, |c| c.as_str());
-            *self.error_classes.entry(class.to_string()).or_insert(0) += 1;
+            classified = true;
+            match (&step.error_class, step.kind) {
+                (Some(c), _) => self.count_class(c.as_str(), false),
+                (None, StepKind::Tool) => match taxonomy.classify_failure(step) {
+                    Some(c) => self.count_class(c.as_str(), true),
+                    None => self.count_class(UNCLASSIFIED, false),
+                },
+                (None, _) => self.count_class(UNCLASSIFIED, false),
+            }
         }
         let acting = matches!(step.kind, StepKind::Llm | StepKind::Handoff | StepKind::Memory) || step.is_agent_tool();
         if acting && self.pending_reason {
@@ -306,7 +465,14 @@ impl SessionAccumulator {
             StepKind::Llm => {
                 if let Some(t) = step.input_tokens {
                     self.in_tok = Some(self.in_tok.unwrap_or(0) + t);
-                    if let Some(window) = step.model.as_deref().and_then(|m| prices.lookup(m)?.context_window) {
+                    let own = step
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get("gen_ai.request.context_window")?.as_u64());
+                    if let Some(window) = own
+                        .or_else(|| prices.context_window(step.model.as_deref()?))
+                        .filter(|w| *w > 0)
+                    {
                         let u = t as f64 / window as f64;
                         self.ctx_util = Some(self.ctx_util.map_or(u, |c| c.max(u)));
                     }
@@ -361,14 +527,63 @@ impl SessionAccumulator {
                 }
                 obs.tool_failed = Some(failed);
                 obs.tool_loop = Some((name.to_string(), self.loops.push(name, step.args.as_ref())));
-                self.escalation |= escalation_tool(name);
+                self.escalation |= taxonomy.escalation_tool(name);
                 self.push_state(name);
+                let cost = step.cost_usd.or_else(|| prices.tool_cost(step));
+                if let Some(c) = cost {
+                    self.tool_cost = Some(self.tool_cost.unwrap_or(0.0) + c);
+                    self.cost = Some(self.cost.unwrap_or(0.0) + c);
+                }
+                // State rules: a re-read of unchanged state, or an argument
+                // that contradicts what earlier results said.
+                if taxonomy.read_tool(name) {
+                    let key = hash_str(name) ^ hash_args(step.args.as_ref()).rotate_left(1);
+                    if !failed && self.state.re_read(key) && !classified {
+                        self.count_class(ErrorClass::State.as_str(), true);
+                        classified = true;
+                    }
+                } else {
+                    self.state.reads.clear();
+                }
+                if !classified && step.args.as_ref().is_some_and(|a| self.state.contradicts(a)) {
+                    self.count_class(ErrorClass::State.as_str(), true);
+                }
+                if let Some(r) = step.result.as_ref().filter(|_| !failed) {
+                    self.state.learn_result(r);
+                }
             }
-            StepKind::Tool | StepKind::Memory => {}
-            StepKind::User => self.user += 1,
+            // A tool the user runs changes the environment: earlier reads may be stale.
+            StepKind::Tool => self.state.reads.clear(),
+            StepKind::Memory => {
+                let m = self.memory.get_or_insert_with(MemoryTally::default);
+                match step.memory_op {
+                    Some(MemoryOp::Read) => m.reads += 1,
+                    Some(MemoryOp::Write) => m.writes += 1,
+                    None => {}
+                }
+                let size = step.attributes.as_ref().and_then(|a| a.get("memory.size")?.as_f64());
+                if let Some(sz) = size.filter(|v| v.is_finite()) {
+                    m.first_size.get_or_insert(sz);
+                    m.last_size = Some(sz);
+                } else if step.memory_op == Some(MemoryOp::Write) {
+                    let chars = step
+                        .text
+                        .as_ref()
+                        .map(|t| t.chars().count())
+                        .or_else(|| step.args.as_ref().map(|a| a.to_string().chars().count()))
+                        .unwrap_or(0);
+                    m.written_chars += chars as f64;
+                }
+            }
+            StepKind::User => {
+                self.user += 1;
+                if let Some(t) = &step.text {
+                    self.state.learn_user(t);
+                }
+            }
             StepKind::Handoff => {
                 self.handoffs += 1;
-                self.escalation |= step.to_agent.as_deref().is_some_and(human_agent);
+                self.escalation |= step.to_agent.as_deref().is_some_and(|a| taxonomy.human_agent(a));
             }
             StepKind::End => unreachable!("handled above"),
         }
@@ -381,6 +596,13 @@ impl SessionAccumulator {
         self.outcome = Some(outcome);
         if reward.is_some() {
             self.reward = reward;
+        }
+    }
+
+    fn count_class(&mut self, class: &str, inferred: bool) {
+        *self.error_classes.entry(class.to_string()).or_insert(0) += 1;
+        if inferred {
+            *self.inferred.entry(class.to_string()).or_insert(0) += 1;
         }
     }
 
@@ -444,11 +666,49 @@ impl SessionAccumulator {
         v[Feature::RepeatCalls.index()] = Some(f64::from(self.loops.max_same_call));
         v[Feature::CycleRepeats.index()] =
             Some(f64::from(self.loops.max_cycle_reps.iter().copied().max().unwrap_or(0)));
+        v[Feature::ToolCostUsd.index()] = self.tool_cost;
+        let minutes = v[Feature::DurationMs.index()]
+            .filter(|d| *d >= 1000.0)
+            .map(|d| d / 60_000.0);
+        v[Feature::InputTokensPerMin.index()] = self.in_tok.zip(minutes).map(|(t, m)| t as f64 / m);
+        v[Feature::OutputTokensPerMin.index()] = self.out_tok.zip(minutes).map(|(t, m)| t as f64 / m);
+        if let Some(m) = &self.memory {
+            let growth = match (m.first_size, m.last_size) {
+                (Some(a), Some(b)) => b - a,
+                _ => m.written_chars,
+            };
+            v[Feature::MemoryReads.index()] = Some(f64::from(m.reads));
+            v[Feature::MemoryWrites.index()] = Some(f64::from(m.writes));
+            v[Feature::MemoryGrowth.index()] = Some(growth);
+            v[Feature::MemoryGrowthPerTurn.index()] = Some(growth / f64::from(self.user.max(1)));
+        }
+        v[Feature::Messages.index()] = Some(f64::from(self.user + self.llm));
+        // Session-level classes: escalation (a tool, a handoff to a person, or
+        // the outcome), reasoning (a failed outcome with no tool or state error).
+        let mut error_classes = self.error_classes.clone();
+        let mut inferred = self.inferred.clone();
+        let mut infer = |class: &str| {
+            if !error_classes.contains_key(class) {
+                error_classes.insert(class.to_string(), 1);
+                inferred.insert(class.to_string(), 1);
+            }
+        };
+        let escalated = self.escalation || self.outcome == Some(Outcome::Escalated);
+        if escalated {
+            infer(ErrorClass::Escalation.as_str());
+        } else if self.outcome == Some(Outcome::Failure)
+            && self.tool_err == 0
+            && !self.error_classes.contains_key(ErrorClass::State.as_str())
+        {
+            infer(ErrorClass::Reasoning.as_str());
+        }
         SessionFeatures {
             values: v,
             outcome: self.outcome,
             reward: self.reward,
-            error_classes: self.error_classes.clone(),
+            error_classes,
+            inferred_error_classes: inferred,
+            intent: self.intent.clone(),
             confident: self.confident,
             states,
             tool_counts: self.tool_counts.clone(),
@@ -460,10 +720,10 @@ impl SessionAccumulator {
 }
 
 /// Features of a whole session.
-pub fn session_features(session: &Session, prices: &PriceTable, lex: &Lexicons) -> SessionFeatures {
+pub fn session_features(session: &Session, rules: &Rules) -> SessionFeatures {
     let mut acc = SessionAccumulator::default();
     for s in &session.steps {
-        acc.push(s, prices, lex);
+        acc.push(s, rules);
     }
     acc.finish()
 }
@@ -471,7 +731,7 @@ pub fn session_features(session: &Session, prices: &PriceTable, lex: &Lexicons) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Requestor;
+    use crate::model::{PriceTable, Requestor};
 
     fn llm(seq: u64, text: &str, calls: Option<u32>) -> Step {
         let mut s = Step::new("s", seq, 1000 * seq as i64, StepKind::Llm, "a");
@@ -492,7 +752,7 @@ mod tests {
         let run = |steps: Vec<Step>| {
             let mut acc = SessionAccumulator::default();
             for st in &steps {
-                acc.push(st, &PriceTable::default(), Lexicons::builtin());
+                acc.push(st, &Rules::builtin(&PriceTable::default()));
             }
             acc.finish()
         };
@@ -510,8 +770,106 @@ mod tests {
         assert!(run(vec![h.clone()]).escalated(), "a handoff to a human");
         h.to_agent = Some("billing_agent".into());
         assert!(!run(vec![h]).escalated(), "a handoff to another agent");
-        assert!(!escalation_tool("get_human_resources_policy") && escalation_tool("handoff_to_human"));
-        assert!(human_agent("human") && human_agent("tier2_human") && !human_agent("humane_bot"));
+    }
+
+    #[test]
+    fn inferred_classes_memory_messages_tool_cost_and_burn() {
+        let prices = PriceTable::parse(
+            "version = 1\n[models]\n[tools.web_search]\nusd_per_call = 0.01\n",
+            "t.toml",
+        )
+        .unwrap();
+        let rules = Rules::builtin(&prices);
+        let mut steps = vec![Step::new("s", 0, 0, StepKind::User, "a")];
+        steps[0].text = Some("Please move my booking to flight HAT002.".into());
+        let mut read = tool(1, "get_reservation_details", true);
+        read.args = Some(serde_json::json!({"reservation_id": "ABC123"}));
+        read.result = Some(serde_json::json!(
+            r#"{"reservation_id": "ABC123", "flight_number": "HAT001", "amount": 120}"#
+        ));
+        steps.push(read.clone());
+        let mut again = read.clone();
+        again.seq = 2;
+        steps.push(again); // re-read, nothing in between: state
+        let mut search = tool(3, "web_search", true);
+        search.args = Some(serde_json::json!({"q": "weather"}));
+        steps.push(search); // priced, and not a read tool: re-reads start afresh
+        let mut book = tool(4, "update_reservation_flights", true);
+        book.args = Some(serde_json::json!({"reservation_id": "ABC123", "flight_number": "HAT002"}));
+        steps.push(book.clone()); // HAT002 came from the user: no contradiction
+        let mut wrong = book.clone();
+        wrong.seq = 5;
+        wrong.args = Some(serde_json::json!({"reservation_id": "XYZ999", "amount": 150}));
+        steps.push(wrong); // values no result and no user gave, under keys results carried
+        let mut fail = tool(6, "book_reservation", false);
+        fail.error = Some("Error: not enough seats on flight HAT002".into());
+        steps.push(fail);
+        let mut labelled = tool(7, "book_reservation", false);
+        labelled.error = Some("Error: not enough seats".into());
+        labelled.error_class = Some(ErrorClass::Other("quota".into()));
+        steps.push(labelled); // the producer's label wins
+        for (seq, op, size) in [
+            (8, MemoryOp::Write, 10.0),
+            (9, MemoryOp::Read, 10.0),
+            (10, MemoryOp::Write, 40.0),
+        ] {
+            let mut m = Step::new("s", seq, 1000 * seq as i64, StepKind::Memory, "a");
+            m.memory_op = Some(op);
+            let mut a = serde_json::Map::new();
+            a.insert("memory.size".into(), size.into());
+            m.attributes = Some(a);
+            steps.push(m);
+        }
+        let mut l = llm(11, "Done.", Some(0));
+        l.input_tokens = Some(600);
+        l.output_tokens = Some(60);
+        steps.push(l);
+        let mut end = Step::new("s", 12, 120_000, StepKind::End, "a");
+        end.outcome = Some(Outcome::Failure);
+        steps.push(end);
+        let f = session_features(&Session::from_sorted("s", steps), &rules);
+        let g = |x: Feature| f.get(x);
+        assert_eq!(
+            f.inferred_error_classes.get("state"),
+            Some(&3),
+            "re-read, contradiction, refused: {f:?}"
+        );
+        assert_eq!(f.error_classes.get("quota"), Some(&1));
+        assert!(!f.inferred_error_classes.contains_key("quota"));
+        assert!(
+            !f.inferred_error_classes.contains_key("reasoning"),
+            "a failed outcome with tool errors is not a reasoning failure"
+        );
+        assert_eq!(g(Feature::ToolCostUsd), Some(0.01));
+        assert_eq!(
+            g(Feature::CostUsd),
+            Some(0.01),
+            "tool cost is part of the session's cost"
+        );
+        assert_eq!(g(Feature::MemoryReads), Some(1.0));
+        assert_eq!(g(Feature::MemoryWrites), Some(2.0));
+        assert_eq!(g(Feature::MemoryGrowth), Some(30.0));
+        assert_eq!(g(Feature::MemoryGrowthPerTurn), Some(30.0), "one user turn");
+        assert_eq!(g(Feature::Messages), Some(2.0), "one user turn and one model call");
+        assert_eq!(
+            g(Feature::InputTokensPerMin),
+            Some(600.0 / 2.0),
+            "600 tokens over 2 minutes"
+        );
+        assert_eq!(g(Feature::OutputTokensPerMin), Some(30.0));
+
+        // A failed outcome with no tool or state error is a reasoning failure.
+        let mut end = Step::new("s", 2, 2000, StepKind::End, "a");
+        end.outcome = Some(Outcome::Failure);
+        let f = session_features(
+            &Session::from_sorted("s", vec![llm(0, "hi", Some(1)), tool(1, "book", true), end]),
+            &rules,
+        );
+        assert_eq!(f.inferred_error_classes.get("reasoning"), Some(&1));
+        assert!(f.get(Feature::MemoryGrowth).is_none(), "no memory steps: absent, not 0");
+        assert_eq!(length_band(9.0), "1-9");
+        assert_eq!(length_band(50.0), "50-99");
+        assert_eq!(length_band(250.0), "200+");
     }
 
     #[test]
@@ -537,8 +895,7 @@ mod tests {
         steps.push(end);
         let f = session_features(
             &Session::from_sorted("s", steps),
-            &PriceTable::default(),
-            Lexicons::builtin(),
+            &Rules::builtin(&PriceTable::default()),
         );
         let g = |x: Feature| f.get(x).unwrap();
         assert_eq!(g(Feature::Steps), 8.0);

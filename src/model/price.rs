@@ -1,5 +1,6 @@
-//! The price table: model → USD per 1M input/output tokens and context window,
-//! so cost can be computed where a source gives tokens but no cost.
+//! The price table: model → USD per 1M input/output tokens, tool → USD per
+//! call or per unit, and model → context window, so cost and context use can
+//! be computed where a source gives tokens but no cost.
 
 use super::step::{Step, StepKind};
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,31 @@ use std::path::Path;
 
 /// The table shipped with agentdrift (`pricing/default.toml`).
 pub const DEFAULT_PRICES_TOML: &str = include_str!("../../pricing/default.toml");
+
+/// The model-window table shipped beside it (`pricing/windows.toml`).
+pub const DEFAULT_WINDOWS_TOML: &str = include_str!("../../pricing/windows.toml");
+
+/// Price of one tool: per call, per unit of a step attribute, or both.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPrice {
+    /// USD per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_call: Option<f64>,
+    /// USD per unit of `unit_attribute` (e.g. per search result, per second of execution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_unit: Option<f64>,
+    /// The step attribute holding the number of units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_attribute: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowsFile {
+    version: u32,
+    windows: BTreeMap<String, u64>,
+}
 
 /// Price and window of one model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +56,13 @@ pub struct PriceTable {
     pub version: u32,
     /// Prices keyed by lower-case model name.
     pub models: BTreeMap<String, ModelPrice>,
+    /// Tool prices keyed by tool name or `*` pattern (first match in key order wins).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, ToolPrice>,
+    /// Context windows keyed by lower-case model name: the shipped table
+    /// (`pricing/windows.toml`) with this file's `[windows]` over it.
+    #[serde(default)]
+    pub windows: BTreeMap<String, u64>,
 }
 
 /// Why a price table could not be loaded.
@@ -94,7 +127,26 @@ impl PriceTable {
                 }
             }
         }
+        for (name, p) in &t.tools {
+            for (what, v) in [("usd_per_call", p.usd_per_call), ("usd_per_unit", p.usd_per_unit)] {
+                if let Some(v) = v.filter(|v| !v.is_finite() || *v < 0.0) {
+                    return Err(PriceError::Invalid {
+                        path: origin.to_string(),
+                        message: format!("tools.\"{name}\".{what} must be a non-negative number, got {v}"),
+                    });
+                }
+            }
+            if p.usd_per_unit.is_some() != p.unit_attribute.is_some() {
+                return Err(PriceError::Invalid {
+                    path: origin.to_string(),
+                    message: format!("tools.\"{name}\": usd_per_unit and unit_attribute go together"),
+                });
+            }
+        }
         t.models = t.models.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+        let own = std::mem::take(&mut t.windows);
+        t.windows = builtin_windows().clone();
+        t.windows.extend(own.into_iter().map(|(k, v)| (k.to_lowercase(), v)));
         Ok(t)
     }
 
@@ -112,23 +164,35 @@ impl PriceTable {
     /// `gpt-4.1-2025-04-14` uses `gpt-4.1` but `claude-opus-4-6` does not use
     /// `claude-opus-4`. A `provider/` prefix is ignored.
     pub fn lookup(&self, model: &str) -> Option<&ModelPrice> {
-        let lower: std::borrow::Cow<str> = if !model.is_ascii() || model.bytes().any(|b| b.is_ascii_uppercase()) {
-            model.to_lowercase().into()
-        } else {
-            model.into()
-        };
-        let name = lower.rsplit_once('/').map_or(&*lower, |(_, n)| n);
-        if let Some(p) = self.models.get(name) {
-            return Some(p);
+        by_model(&self.models, model)
+    }
+
+    /// A model's context window: its price entry's, else the window table's
+    /// (same name rules as [`PriceTable::lookup`]).
+    pub fn context_window(&self, model: &str) -> Option<u64> {
+        self.lookup(model)
+            .and_then(|p| p.context_window)
+            .or_else(|| by_model(&self.windows, model).copied())
+    }
+
+    /// The cost of an agent tool call from the `[tools]` prices, if the tool is priced.
+    pub fn tool_cost(&self, step: &Step) -> Option<f64> {
+        let name = step.tool.as_deref()?;
+        let p = self
+            .tools
+            .iter()
+            .find(|(k, _)| super::glob::matches_ignore_case(k, name))
+            .map(|(_, p)| p)?;
+        let units = p.unit_attribute.as_ref().and_then(|a| {
+            let v = step.attributes.as_ref()?.get(a)?;
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .filter(|u: &f64| u.is_finite() && *u >= 0.0)
+        });
+        match (p.usd_per_call, p.usd_per_unit.zip(units)) {
+            (None, None) => None,
+            (call, unit) => Some(call.unwrap_or(0.0) + unit.map_or(0.0, |(price, n)| price * n)),
         }
-        // The longest priced name that `name` extends with a date, `:tag` or `@version`.
-        name.char_indices()
-            .rev()
-            .filter(|&(i, _)| {
-                let rest = &name[i..];
-                rest.starts_with("-2") || rest.starts_with(':') || rest.starts_with('@')
-            })
-            .find_map(|(i, _)| self.models.get(&name[..i]))
     }
 
     /// The cost of a model call from its tokens, if the model is priced.
@@ -160,6 +224,36 @@ impl PriceTable {
         step.cost_computed = true;
         true
     }
+}
+
+fn builtin_windows() -> &'static BTreeMap<String, u64> {
+    static W: std::sync::OnceLock<BTreeMap<String, u64>> = std::sync::OnceLock::new();
+    W.get_or_init(|| {
+        let f: WindowsFile = toml::from_str(DEFAULT_WINDOWS_TOML).expect("the shipped window table is valid (tested)");
+        assert_eq!(f.version, 1, "pricing/windows.toml version");
+        f.windows.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect()
+    })
+}
+
+/// An entry by model name: exact, else the longest key the name extends with
+/// a date stamp (`-2…`), `:tag` or `@version`; a `provider/` prefix is ignored.
+fn by_model<'a, V>(table: &'a BTreeMap<String, V>, model: &str) -> Option<&'a V> {
+    let lower: std::borrow::Cow<str> = if !model.is_ascii() || model.bytes().any(|b| b.is_ascii_uppercase()) {
+        model.to_lowercase().into()
+    } else {
+        model.into()
+    };
+    let name = lower.rsplit_once('/').map_or(&*lower, |(_, n)| n);
+    if let Some(p) = table.get(name) {
+        return Some(p);
+    }
+    name.char_indices()
+        .rev()
+        .filter(|&(i, _)| {
+            let rest = &name[i..];
+            rest.starts_with("-2") || rest.starts_with(':') || rest.starts_with('@')
+        })
+        .find_map(|(i, _)| table.get(&name[..i]))
 }
 
 /// Cost per successful task, the one definition baselines, live reports,
@@ -195,6 +289,57 @@ mod tests {
             "a newer model must not take an older price"
         );
         assert!(t.lookup("mystery-model").is_none());
+    }
+
+    #[test]
+    fn every_model_of_the_shared_data_has_a_window() {
+        let t = PriceTable::default();
+        for (model, window) in [
+            ("gpt-4o", 128_000),
+            ("ft:gpt-4.1-2025-04-14:sierra:tau2-full-sft:BzrYdMNm", 1_047_576),
+            ("gpt-4.1-mini-2025-04-14", 1_047_576),
+            ("claude-opus-4-6", 200_000),
+            ("openai/gpt-oss-120b", 131_072),
+            ("gpt-5.4", 1_050_000),
+            ("claude-sonnet-4-5", 200_000),
+        ] {
+            assert_eq!(t.context_window(model), Some(window), "{model}");
+        }
+        let own = PriceTable::parse(
+            "version = 1\n[models.x]\ninput_usd_per_mtok = 1\noutput_usd_per_mtok = 1\ncontext_window = 10\n[windows]\n\"GPT-5.4\" = 5\n",
+            "own.toml",
+        )
+        .unwrap();
+        assert_eq!(own.context_window("gpt-5.4"), Some(5), "a price file's [windows] wins");
+        assert_eq!(own.context_window("x"), Some(10));
+        assert_eq!(
+            own.context_window("gpt-4o"),
+            Some(128_000),
+            "the shipped windows stay underneath"
+        );
+    }
+
+    #[test]
+    fn tools_are_priced_per_call_and_per_unit() {
+        let t = PriceTable::parse(
+            "version = 1\n[models]\n[tools.\"web_search*\"]\nusd_per_call = 0.01\n[tools.code_exec]\nusd_per_call = 0.001\nusd_per_unit = 0.0001\nunit_attribute = \"exec.seconds\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut s = Step::new("s", 0, 0, StepKind::Tool, "a");
+        s.tool = Some("web_search_v2".into());
+        assert_eq!(t.tool_cost(&s), Some(0.01));
+        s.tool = Some("code_exec".into());
+        let mut m = serde_json::Map::new();
+        m.insert("exec.seconds".into(), 30.into());
+        s.attributes = Some(m);
+        assert!((t.tool_cost(&s).unwrap() - (0.001 + 30.0 * 0.0001)).abs() < 1e-15);
+        s.attributes = None;
+        assert_eq!(t.tool_cost(&s), Some(0.001), "no units reported: the per-call price");
+        s.tool = Some("lookup".into());
+        assert_eq!(t.tool_cost(&s), None, "unpriced tool");
+        let e = PriceTable::parse("version = 1\n[models]\n[tools.x]\nusd_per_unit = 1\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("tools.\"x\""), "{e}");
     }
 
     #[test]

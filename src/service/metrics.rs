@@ -63,6 +63,26 @@ pub struct TokenLabels {
     pub direction: String,
 }
 
+/// Labels: segment and a group of its sessions (an intent, a length band).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// `agent/task_type`.
+    pub segment: String,
+    /// The intent or the length band.
+    pub group: String,
+}
+
+/// Labels: segment, error class and who named it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `agent/task_type`.
+    pub segment: String,
+    /// One of the taxonomy's classes, `unclassified`, or `other` for producers' own names.
+    pub class: String,
+    /// `producer` (a label the data carried) or `inferred` (the taxonomy's rules).
+    pub source: String,
+}
+
 /// Labels: what the span assembler counted.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AssemblyLabel {
@@ -127,6 +147,16 @@ pub struct Metrics {
     pub cost_per_success_usd: Family<SegmentLabel, FGauge>,
     /// Tokens burnt.
     pub tokens: Family<TokenLabels, FGauge>,
+    /// Tokens per minute of session time.
+    pub tokens_per_minute: Family<TokenLabels, FGauge>,
+    /// Cost of priced tool calls.
+    pub tool_cost_usd: Family<SegmentLabel, FGauge>,
+    /// Success ratio per intent.
+    pub success_by_intent: Family<GroupLabels, FGauge>,
+    /// Success ratio per conversation-length band.
+    pub success_by_length: Family<GroupLabels, FGauge>,
+    /// Failures per class and source.
+    pub error_classes: Family<ErrorLabels, FGauge>,
     /// Mean session duration.
     pub session_duration_seconds: Family<SegmentLabel, FGauge>,
     /// Mean steps per session.
@@ -203,6 +233,11 @@ impl Metrics {
             cost_usd: Family::default(),
             cost_per_success_usd: Family::default(),
             tokens: Family::default(),
+            tokens_per_minute: Family::default(),
+            tool_cost_usd: Family::default(),
+            success_by_intent: Family::default(),
+            success_by_length: Family::default(),
+            error_classes: Family::default(),
             session_duration_seconds: Family::default(),
             session_steps: Family::default(),
             http_connections: Gauge::default(),
@@ -355,6 +390,32 @@ impl Metrics {
             "Tokens of all closed sessions, by direction",
             Unit::Other("tokens".into()),
             m.tokens.clone(),
+        );
+        r.register(
+            "agentdrift_segment_tokens_per_minute",
+            "Tokens of closed sessions per minute of their summed durations, by direction",
+            m.tokens_per_minute.clone(),
+        );
+        r.register_with_unit(
+            "agentdrift_segment_tool_cost",
+            "Cost of the priced tool calls of closed sessions ([tools] prices)",
+            Unit::Other("usd".into()),
+            m.tool_cost_usd.clone(),
+        );
+        r.register(
+            "agentdrift_segment_success_by_intent_ratio",
+            "Share of closed sessions that succeeded, per intent (at most 50 per segment, the rest as other)",
+            m.success_by_intent.clone(),
+        );
+        r.register(
+            "agentdrift_segment_success_by_length_ratio",
+            "Share of closed sessions that succeeded, per length band in messages (1-9, 10-19, 20-49, 50-99, 100-199, 200+)",
+            m.success_by_length.clone(),
+        );
+        r.register(
+            "agentdrift_segment_failures",
+            "Failures of closed sessions by class and by source (producer label or inferred by the taxonomy)",
+            m.error_classes.clone(),
         );
         r.register_with_unit(
             "agentdrift_segment_session_duration",
@@ -576,6 +637,41 @@ impl Metrics {
                     f64::NAN
                 });
             self.session_steps.get_or_create(&l).set(ratio(t.steps, t.sessions));
+            for (direction, v) in [("input", t.input_tokens), ("output", t.output_tokens)] {
+                self.tokens_per_minute
+                    .get_or_create(&TokenLabels {
+                        segment: seg.clone(),
+                        direction: direction.into(),
+                    })
+                    .set(if t.duration_ms > 0.0 {
+                        v as f64 / (t.duration_ms / 60_000.0)
+                    } else {
+                        f64::NAN
+                    });
+            }
+            self.tool_cost_usd.get_or_create(&l).set(t.tool_cost_usd);
+            for (family, table) in [
+                (&self.success_by_intent, &t.success_by_intent),
+                (&self.success_by_length, &t.success_by_length),
+            ] {
+                for (group, (ok, n)) in table {
+                    family
+                        .get_or_create(&GroupLabels {
+                            segment: seg.clone(),
+                            group: group.clone(),
+                        })
+                        .set(ratio(*ok, *n));
+                }
+            }
+            for (class, source, n) in failure_classes(&t.error_classes, &t.inferred_error_classes) {
+                self.error_classes
+                    .get_or_create(&ErrorLabels {
+                        segment: seg.clone(),
+                        class,
+                        source: source.into(),
+                    })
+                    .set(n as f64);
+            }
         }
         for (seg, charts) in &r.charts {
             for c in charts {
@@ -640,6 +736,40 @@ pub fn prometheus_text_of(openmetrics: &str) -> String {
     out
 }
 
+/// Failure counts by (class, source) with a bounded label set: the
+/// taxonomy's classes and `unclassified` by name, producers' own class names
+/// summed as `other`.
+fn failure_classes(
+    all: &std::collections::BTreeMap<String, u64>,
+    inferred: &std::collections::BTreeMap<String, u64>,
+) -> Vec<(String, &'static str, u64)> {
+    const KNOWN: [&str; 7] = [
+        "tool_timeout",
+        "tool_api_error",
+        "tool_invalid_args",
+        "reasoning",
+        "state",
+        "escalation",
+        crate::features::session::UNCLASSIFIED,
+    ];
+    let mut out: std::collections::BTreeMap<(String, &'static str), u64> = Default::default();
+    for (class, n) in all {
+        let by_rule = inferred.get(class).copied().unwrap_or(0).min(*n);
+        let name = if KNOWN.contains(&class.as_str()) {
+            class.as_str()
+        } else {
+            "other"
+        };
+        if by_rule > 0 {
+            *out.entry((name.to_string(), "inferred")).or_insert(0) += by_rule;
+        }
+        if *n > by_rule {
+            *out.entry((name.to_string(), "producer")).or_insert(0) += n - by_rule;
+        }
+    }
+    out.into_iter().map(|((c, s), n)| (c, s, n)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,6 +814,27 @@ mod tests {
             .get_or_create(&TokenLabels {
                 segment: x(),
                 direction: x(),
+            })
+            .set(1.0);
+        m.tokens_per_minute
+            .get_or_create(&TokenLabels {
+                segment: x(),
+                direction: x(),
+            })
+            .set(1.0);
+        m.tool_cost_usd.get_or_create(&SegmentLabel { segment: x() }).set(1.0);
+        for g in [&m.success_by_intent, &m.success_by_length] {
+            g.get_or_create(&GroupLabels {
+                segment: x(),
+                group: x(),
+            })
+            .set(1.0);
+        }
+        m.error_classes
+            .get_or_create(&ErrorLabels {
+                segment: x(),
+                class: x(),
+                source: x(),
             })
             .set(1.0);
         m.otlp_assembly.get_or_create(&AssemblyLabel { what: x() }).inc();

@@ -49,6 +49,8 @@ pub struct Shared {
     pub baseline: Arc<Baseline>,
     /// Prices, for session reports.
     pub prices: PriceTable,
+    /// The baseline's error taxonomy, for session reports.
+    pub taxonomy: crate::features::Taxonomy,
     /// OTLP reader options.
     pub read_opts: ReadOptions,
     /// Largest request body.
@@ -281,6 +283,9 @@ pub fn start(
         engine: engine_task::EngineHandle { tx: engine_tx },
         events: events_tx,
         metrics,
+        // The scorer has parsed the same text already, so this cannot fail here.
+        taxonomy: crate::features::Taxonomy::of_baseline(baseline.meta.taxonomy.as_ref())
+            .unwrap_or_else(|_| crate::features::Taxonomy::builtin().clone()),
         baseline,
         prices,
         read_opts,

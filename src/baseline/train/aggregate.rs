@@ -84,7 +84,9 @@ pub(super) fn aggregate(
     let mut seg_col: Vec<u32> = Vec::new();
     let (mut outcome, mut failure, mut escalated, mut confident, mut confident_fail) =
         (vec![], vec![], vec![], vec![], vec![]);
-    let (mut tool_calls, mut tool_errors, mut cost, mut duration, mut steps) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut tool_calls, mut tool_errors, mut cost, mut duration, mut messages) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut tool_cost = vec![];
     let (mut t_seg, mut t_from, mut t_to) = (Vec::<u32>::new(), Vec::<u32>::new(), Vec::<u32>::new());
     let (mut u_seg, mut u_tool, mut u_n) = (Vec::<u32>::new(), Vec::<u32>::new(), Vec::<f64>::new());
     for (si, idx) in kept.values().enumerate() {
@@ -102,7 +104,8 @@ pub(super) fn aggregate(
             tool_errors.push(f.get(Feature::ToolErrors).unwrap_or(0.0));
             cost.push(f.get(Feature::CostUsd));
             duration.push(f.get(Feature::DurationMs));
-            steps.push(f.get(Feature::Steps).unwrap_or(0.0));
+            messages.push(f.get(Feature::Messages).unwrap_or(0.0));
+            tool_cost.push(f.get(Feature::ToolCostUsd));
             let mut prev = start;
             for st in &f.states {
                 let cur = names.code(st);
@@ -135,7 +138,8 @@ pub(super) fn aggregate(
             Column::new("tool_errors".into(), tool_errors),
             Column::new("cost".into(), cost),
             Column::new("duration".into(), duration),
-            Column::new("steps".into(), steps),
+            Column::new("messages".into(), messages),
+            Column::new("tool_cost".into(), tool_cost),
         ],
     )?;
     let per_segment = sessions
@@ -156,9 +160,11 @@ pub(super) fn aggregate(
             col("cost").sum().alias("cost_sum"),
             col("cost").count().alias("cost_n"),
             col("duration").mean().alias("duration_mean"),
-            col("steps").gt(lit(50.0)).mean().alias("over50"),
-            col("steps").gt(lit(100.0)).mean().alias("over100"),
-            col("steps").gt(lit(200.0)).mean().alias("over200"),
+            col("messages").gt_eq(lit(50.0)).mean().alias("over50"),
+            col("messages").gt_eq(lit(100.0)).mean().alias("over100"),
+            col("messages").gt_eq(lit(200.0)).mean().alias("over200"),
+            col("tool_cost").mean().alias("tool_cost_mean"),
+            col("tool_cost").count().alias("tool_cost_n"),
         ])
         .collect()?;
     let mut out: HashMap<String, Aggregates> = HashMap::new();
@@ -193,6 +199,11 @@ pub(super) fn aggregate(
                 .and_then(|c| crate::model::cost_per_success(c, cost_n as u64, successes as u64)),
             tool_calls_per_session: g("tool_calls")?.unwrap_or(0.0) / sessions.max(1.0),
             mean_duration_ms: g("duration_mean")?,
+            tool_cost_per_task: if g("tool_cost_n")?.unwrap_or(0.0) > 0.0 {
+                g("tool_cost_mean")?
+            } else {
+                None
+            },
             ..RateBaseline::default()
         };
         out.entry(name).or_default().rates = rates;

@@ -1,15 +1,15 @@
 //! Measuring: one row of features per reference session, on every core.
 
 use super::SessionRow;
-use crate::features::{Lexicons, SessionAccumulator};
-use crate::model::{PriceTable, SegmentField, Session, task_part};
+use crate::features::{Rules, SessionAccumulator};
+use crate::model::{SegmentField, Session, task_part};
 
 /// Measures one session.
-pub fn measure(session: &Session, prices: &PriceTable, lex: &Lexicons, by: &[SegmentField]) -> SessionRow {
+pub fn measure(session: &Session, rules: &Rules, by: &[SegmentField]) -> SessionRow {
     let mut acc = SessionAccumulator::default();
     let mut outputs = Vec::new();
     for s in &session.steps {
-        if let Some(o) = acc.push(s, prices, lex).output {
+        if let Some(o) = acc.push(s, rules).output {
             outputs.push(o);
         }
     }
@@ -26,14 +26,13 @@ pub fn measure(session: &Session, prices: &PriceTable, lex: &Lexicons, by: &[Seg
 }
 
 /// Measures sessions on every core, keeping their order.
-pub fn measure_all(sessions: &[Session], prices: &PriceTable, by: &[SegmentField]) -> Vec<SessionRow> {
-    let lex = Lexicons::builtin();
+pub fn measure_all(sessions: &[Session], rules: &Rules, by: &[SegmentField]) -> Vec<SessionRow> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let chunk = sessions.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = sessions
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|x| measure(x, prices, lex, by)).collect::<Vec<_>>()))
+            .map(|part| s.spawn(move || part.iter().map(|x| measure(x, rules, by)).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()

@@ -32,9 +32,9 @@ use segment::build_segment;
 pub use stream::{SessionBuilder, TrainFilesError, train_files};
 
 use crate::baseline::types::*;
-use crate::features::{Feature, Lexicons, OutputObs, SessionFeatures};
+use crate::features::{Feature, Lexicons, OutputObs, Rules, SessionFeatures, Taxonomy};
 use crate::ingest::InputFile;
-use crate::model::{POOLED_TASK_TYPE, PriceTable, SegmentField, SegmentKey, Step, group_sessions};
+use crate::model::{POOLED_TASK_TYPE, SegmentField, SegmentKey, Step, group_sessions};
 use plan::plan;
 use polars::prelude::*;
 use rand::rngs::StdRng;
@@ -118,19 +118,19 @@ pub fn train(
     steps: Vec<Step>,
     inputs: Vec<InputFile>,
     cfg: &TrainConfig,
-    prices: &PriceTable,
+    rules: &Rules,
 ) -> Result<Baseline, TrainError> {
     validate(cfg)?;
     let mut steps = steps;
     for s in &mut steps {
-        prices.fill_cost(s);
+        rules.prices.fill_cost(s);
     }
     let grouped = group_sessions(steps);
     if grouped.sessions.is_empty() {
         return Err(TrainError::Empty);
     }
-    let rows = measure_all(&grouped.sessions, prices, &cfg.segment_by);
-    train_rows(&rows, inputs, cfg)
+    let rows = measure_all(&grouped.sessions, rules, &cfg.segment_by);
+    train_rows(&rows, inputs, cfg, rules.taxonomy)
 }
 
 fn validate(cfg: &TrainConfig) -> Result<(), TrainError> {
@@ -160,7 +160,12 @@ fn validate(cfg: &TrainConfig) -> Result<(), TrainError> {
 }
 
 /// Trains from measured sessions.
-pub fn train_rows(rows: &[SessionRow], inputs: Vec<InputFile>, cfg: &TrainConfig) -> Result<Baseline, TrainError> {
+pub fn train_rows(
+    rows: &[SessionRow],
+    inputs: Vec<InputFile>,
+    cfg: &TrainConfig,
+    taxonomy: &Taxonomy,
+) -> Result<Baseline, TrainError> {
     // Steps measured: a step sent twice (same session and `seq`) counts once.
     let n_steps: u64 = rows.iter().map(|r| u64::from(r.features.total_steps)).sum();
     let mut warnings = Vec::new();
@@ -318,6 +323,7 @@ pub fn train_rows(rows: &[SessionRow], inputs: Vec<InputFile>, cfg: &TrainConfig
             config: cfg.clone(),
             lexicon_version: lex.version.clone(),
             lexicon_hash: lex.hash.clone(),
+            taxonomy: Some(taxonomy.source()),
             warnings,
             phase1_excluded: excluded_all,
         },

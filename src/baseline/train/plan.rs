@@ -30,7 +30,7 @@
 //! step of 10%. Each chart then meets or exceeds its share of the budget.
 
 use crate::baseline::types::{
-    ChartDesign, ChartSpec, ChartTarget, LoopStat, LoopThreshold, SegmentBaseline, TrainConfig,
+    ChartDesign, ChartSpec, ChartTarget, LoopStat, LoopThreshold, RateBaseline, SegmentBaseline, TrainConfig,
 };
 use crate::features::Feature;
 use crate::spc::ChartError;
@@ -59,6 +59,8 @@ pub const EWMA_FEATURES: &[Feature] = &[
     Feature::Politeness,
     Feature::Hedging,
     Feature::Refusal,
+    Feature::MemoryGrowth,
+    Feature::MemoryGrowthPerTurn,
 ];
 
 /// Session features charted by CUSUM (token burn and cost).
@@ -67,6 +69,7 @@ pub const CUSUM_FEATURES: &[Feature] = &[
     Feature::OutputTokens,
     Feature::TokensPerStep,
     Feature::CostUsd,
+    Feature::ToolCostUsd,
 ];
 
 /// Session features charted by Shewhart with rules 1–3 (sudden jumps in time).
@@ -88,6 +91,24 @@ struct Candidate {
 
 fn odds_shift(p0: f64) -> f64 {
     (RATE_ODDS_RATIO * p0 / (1.0 - p0 + RATE_ODDS_RATIO * p0)).min(0.999)
+}
+
+/// Pseudo-sessions of prior weight in the calibration chart's in-control rate.
+pub const CALIBRATION_PRIOR_SESSIONS: f64 = 10.0;
+
+/// The calibration chart's evidence (failures, sessions) for its in-control
+/// failure rate of confidently worded sessions: the reference's confident
+/// sessions plus [`CALIBRATION_PRIOR_SESSIONS`] failing at the segment's
+/// overall failure rate. The prior is the null hypothesis itself (a
+/// calibrated agent's confident answers fail no more often than its others),
+/// so a reference with few or no confident sessions still gives the chart a
+/// rate, and a large one outweighs the prior.
+pub fn calibration_evidence(r: &RateBaseline) -> (f64, f64) {
+    let overall = smoothed_rate(f64::from(r.failures), f64::from(r.outcome_sessions));
+    (
+        f64::from(r.confident_failures) + CALIBRATION_PRIOR_SESSIONS * overall,
+        f64::from(r.confident_sessions) + CALIBRATION_PRIOR_SESSIONS,
+    )
 }
 
 /// Smoothed rate (x + ½)/(n + 1), so a reference with no events still gives
@@ -272,12 +293,14 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Planned, ChartEr
             r.tool_sessions,
             per(r.tool_sessions),
         ),
+        // Calibration: planned on the segment's sessions with an outcome, not
+        // on its confident ones (rare in real references); see `calibration_rate`.
         (
             "bernoulli:calibration",
             ChartTarget::Calibration,
             "confident_sessions",
-            r.confident_sessions,
-            per(r.confident_sessions),
+            r.outcome_sessions,
+            smoothed_rate(f64::from(r.confident_sessions), sessions),
         ),
     ] {
         if f64::from(n) >= MIN_RATE_OBS {
@@ -400,10 +423,10 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Planned, ChartEr
                     upper(f64::from(r.tool_error_sessions), f64::from(r.tool_sessions)),
                     arl0,
                 )?,
-                ChartTarget::Calibration => bernoulli(
-                    upper(f64::from(r.confident_failures), f64::from(r.confident_sessions)),
-                    arl0,
-                )?,
+                ChartTarget::Calibration => {
+                    let (x, n) = calibration_evidence(r);
+                    bernoulli(upper(x, n), arl0)?
+                }
             })
         })();
         let design = match design {

@@ -173,8 +173,16 @@ pub(super) fn build_segment(
         for (c, n) in &r.features.error_classes {
             *rates.error_classes.entry(c.clone()).or_insert(0) += u64::from(*n);
         }
+        for (c, n) in &r.features.inferred_error_classes {
+            *rates.inferred_error_classes.entry(c.clone()).or_insert(0) += u64::from(*n);
+        }
+        rates.long_sessions.add(&r.features);
         if let Some(s) = r.features.success() {
             let ok = u32::from(s == 1.0);
+            let band = crate::features::length_band(r.features.get(Feature::Messages).unwrap_or(0.0));
+            let e = rates.success_by_length.entry(band.to_string()).or_insert((0, 0));
+            e.0 += ok;
+            e.1 += 1;
             let e = rates.success_by_task.entry(r.task_type.clone()).or_insert((0, 0));
             e.0 += ok;
             e.1 += 1;

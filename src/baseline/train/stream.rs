@@ -4,8 +4,8 @@
 use super::{SessionRow, TrainError, measure_all, train_rows, validate};
 use crate::baseline::types::*;
 use crate::features::sequence::FnvState;
-use crate::features::{Lexicons, OutputObs, SessionAccumulator};
-use crate::model::{PriceTable, SegmentField, Step, group_sessions, task_part};
+use crate::features::{OutputObs, Rules, SessionAccumulator};
+use crate::model::{SegmentField, Step, group_sessions, task_part};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A session measured as its steps arrive in seq order from 0: its steps
@@ -42,11 +42,11 @@ impl Live {
         }
     }
 
-    fn push(&mut self, step: &Step, order: u64, prices: &PriceTable) {
+    fn push(&mut self, step: &Step, order: u64, rules: &Rules) {
         if self.intent.is_none() {
             self.intent.clone_from(&step.intent);
         }
-        if let Some(o) = self.acc.push(step, prices, Lexicons::builtin()).output {
+        if let Some(o) = self.acc.push(step, rules).output {
             self.outputs.push(o);
         }
         self.next = step.seq + 1;
@@ -84,7 +84,7 @@ pub(super) enum Pending {
 /// its steps until the stream ends; a session that breaks its order, or
 /// goes on after its end, is measured again from a second read.
 pub struct SessionBuilder<'a> {
-    prices: &'a PriceTable,
+    rules: Rules<'a>,
     by: &'a [SegmentField],
     open: HashMap<String, Pending, FnvState>,
     rows: Vec<(u64, SessionRow)>,
@@ -94,9 +94,9 @@ pub struct SessionBuilder<'a> {
 
 impl<'a> SessionBuilder<'a> {
     /// An empty builder.
-    pub fn new(prices: &'a PriceTable, by: &'a [SegmentField]) -> SessionBuilder<'a> {
+    pub fn new(rules: Rules<'a>, by: &'a [SegmentField]) -> SessionBuilder<'a> {
         SessionBuilder {
-            prices,
+            rules,
             by,
             open: HashMap::default(),
             rows: Vec::new(),
@@ -119,7 +119,7 @@ impl crate::ingest::files::StepSink for SessionBuilder<'_> {
         match self.open.get_mut(&step.session_id) {
             None if step.seq == 0 => {
                 let mut live = Live::start(&step, order, self.by);
-                live.push(&step, order, self.prices);
+                live.push(&step, order, &self.rules);
                 if is_end {
                     self.finished.insert(step.session_id, order);
                     self.rows.push(live.finish());
@@ -132,7 +132,7 @@ impl crate::ingest::files::StepSink for SessionBuilder<'_> {
                     .insert(step.session_id.clone(), Pending::Loose(order, vec![step]));
             }
             Some(Pending::Live(live)) if step.seq == live.next => {
-                live.push(&step, order, self.prices);
+                live.push(&step, order, &self.rules);
                 if is_end {
                     let Some(Pending::Live(live)) = self.open.remove(&step.session_id) else {
                         unreachable!("matched above")
@@ -168,14 +168,14 @@ impl crate::ingest::files::StepSink for Collect<'_> {
 }
 
 /// Rows of loose steps in first-appearance order (sessions sorted by seq, duplicates dropped).
-pub(super) fn rows_of(mut steps: Vec<(u64, Step)>, prices: &PriceTable, by: &[SegmentField]) -> Vec<(u64, SessionRow)> {
+pub(super) fn rows_of(mut steps: Vec<(u64, Step)>, rules: &Rules, by: &[SegmentField]) -> Vec<(u64, SessionRow)> {
     steps.sort_by_key(|x| x.0);
     let mut first: HashMap<String, u64> = HashMap::new();
     for (o, s) in &steps {
         first.entry(s.session_id.clone()).or_insert(*o);
     }
     let grouped = group_sessions(steps.into_iter().map(|x| x.1));
-    let rows = measure_all(&grouped.sessions, prices, by);
+    let rows = measure_all(&grouped.sessions, rules, by);
     rows.into_iter().map(|r| (first[&r.id], r)).collect()
 }
 
@@ -187,15 +187,16 @@ pub fn train_files(
     paths: &[std::path::PathBuf],
     format: Option<crate::ingest::Format>,
     opts: &crate::ingest::ReadOptions,
-    prices: &PriceTable,
+    rules: &Rules,
     strict: bool,
     skip_bad: bool,
     cfg: &TrainConfig,
 ) -> Result<(Option<Baseline>, crate::ingest::files::Streamed), TrainFilesError> {
     validate(cfg)?;
+    let prices = rules.prices;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let by = cfg.segment_by.clone();
-    let mut builders: Vec<SessionBuilder> = (0..threads).map(|_| SessionBuilder::new(prices, &by)).collect();
+    let mut builders: Vec<SessionBuilder> = (0..threads).map(|_| SessionBuilder::new(*rules, &by)).collect();
     let streamed = crate::ingest::files::stream(paths, format, opts, prices, strict, &mut builders)?;
     if !streamed.errors.is_empty() && !skip_bad {
         return Ok((None, streamed));
@@ -248,7 +249,7 @@ pub fn train_files(
                 let first = l.order.min(loose.first().map_or(u64::MAX, |x| x.0));
                 for (order, s) in loose {
                     if s.seq >= l.next {
-                        l.push(&s, order.max(l.last_order), prices);
+                        l.push(&s, order.max(l.last_order), rules);
                     } else if order <= l.last_order {
                         ok = false; // an earlier copy of a step already measured
                         break;
@@ -267,7 +268,7 @@ pub fn train_files(
             None => partial.extend(loose),
         }
     }
-    rows.extend(rows_of(partial, prices, &by));
+    rows.extend(rows_of(partial, rules, &by));
     if !dirty.is_empty() {
         let dirty: HashSet<String> = dirty.into_iter().collect();
         let mut collect = [Collect {
@@ -276,14 +277,14 @@ pub fn train_files(
         }];
         crate::ingest::files::stream(paths, format, opts, prices, false, &mut collect)?;
         let [c] = collect;
-        rows.extend(rows_of(c.steps, prices, &by));
+        rows.extend(rows_of(c.steps, rules, &by));
     }
     if rows.is_empty() {
         return Err(TrainError::Empty.into());
     }
     rows.sort_by_key(|r| r.0);
     let rows: Vec<SessionRow> = rows.into_iter().map(|r| r.1).collect();
-    let baseline = train_rows(&rows, streamed.files.clone(), cfg)?;
+    let baseline = train_rows(&rows, streamed.files.clone(), cfg, rules.taxonomy)?;
     Ok((Some(baseline), streamed))
 }
 

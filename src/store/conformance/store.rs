@@ -231,6 +231,8 @@ pub fn sessions_and_snapshots(b: &mut dyn StoreBackend) {
                 max_cycle_reps: [1; 4],
                 total_steps: 1,
                 escalation_requested: false,
+                inferred_error_classes: Default::default(),
+                intent: None,
             },
             steps: 1,
             last_ts: ms,
