@@ -65,6 +65,21 @@ async fn one_cost_per_success_and_escalation_rate_in_the_baseline_the_live_repor
         .find(|s| s["segment"]["task_type"] == "telecom")
         .expect("the telecom segment");
     let in_baseline = seg["cost_per_success"].as_f64().unwrap();
+    let diff: Value = serde_json::from_str(&run_ok([
+        "baseline",
+        "diff",
+        "--json",
+        adb.to_str().unwrap(),
+        adb.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let telecom = diff["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["a"]["task_type"] == "telecom")
+        .unwrap();
+    let in_diff = telecom["costs"]["cost_per_success"][0].as_f64().unwrap();
     // Success by intent (each session's first step names it), from the file.
     let mut intent_of: BTreeMap<String, String> = BTreeMap::new();
     for line in text.lines() {
@@ -204,7 +219,12 @@ async fn one_cost_per_success_and_escalation_rate_in_the_baseline_the_live_repor
             "{intent}: metric {m} vs {ok}/{n}"
         );
     }
-    for (what, v) in [("baseline", in_baseline), ("live report", live), ("metric", metric)] {
+    for (what, v) in [
+        ("baseline", in_baseline),
+        ("baseline diff", in_diff),
+        ("live report", live),
+        ("metric", metric),
+    ] {
         assert!(
             (v / expected - 1.0).abs() < 1e-9,
             "{what}: {v} vs {expected} (total cost / successes)"

@@ -303,6 +303,21 @@ pub struct SegmentDiff {
     pub overall: Vec<DiffItem>,
     /// Item tests, most significant first.
     pub items: Vec<DiffItem>,
+    /// Costs side by side (`model::cost_per_success`, as everywhere). Not
+    /// tested: a baseline keeps no per-session (cost, outcome) pairs; the
+    /// per-session cost is tested among the features.
+    pub costs: CostComparison,
+}
+
+/// Cost per task, tool cost per task and cost per successful task of A and B, USD.
+#[derive(Clone, Debug, Serialize)]
+pub struct CostComparison {
+    /// Mean cost per task.
+    pub cost_per_task: (Option<f64>, Option<f64>),
+    /// Mean cost of priced tool calls per task.
+    pub tool_cost_per_task: (Option<f64>, Option<f64>),
+    /// Total cost over successful tasks.
+    pub cost_per_success: (Option<f64>, Option<f64>),
 }
 
 /// The diff document.
@@ -607,6 +622,11 @@ fn diff_segments(a: &SegmentBaseline, b: &SegmentBaseline, alpha: f64, seed: u64
         sessions_b: b.sessions,
         overall,
         items,
+        costs: CostComparison {
+            cost_per_task: (a.rates.cost_per_task, b.rates.cost_per_task),
+            tool_cost_per_task: (a.rates.tool_cost_per_task, b.rates.tool_cost_per_task),
+            cost_per_success: (a.rates.cost_per_success, b.rates.cost_per_success),
+        },
     }
 }
 
@@ -706,6 +726,18 @@ pub fn diff_text(r: &DiffReport, limit: usize) -> String {
                 if it.significant { "  *" } else { "" }
             );
         }
+        let money = |v: Option<f64>| v.map_or("-".into(), |x| format!("${x:.4}"));
+        let c = &p.costs;
+        let _ = writeln!(
+            o,
+            "cost per task {} vs {}, per success {} vs {}, tools per task {} vs {}",
+            money(c.cost_per_task.0),
+            money(c.cost_per_task.1),
+            money(c.cost_per_success.0),
+            money(c.cost_per_success.1),
+            money(c.tool_cost_per_task.0),
+            money(c.tool_cost_per_task.1)
+        );
         let sig = p.items.iter().filter(|i| i.significant).count();
         let _ = writeln!(
             o,

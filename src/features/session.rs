@@ -70,7 +70,7 @@ features! {
     ToolSuccessRatio = "tool_success_ratio",
     /// Agent tool calls that failed.
     ToolErrors = "tool_errors",
-    /// Largest prompt / the model's context window (where the window is known).
+    /// Largest share of its model's context window one call used (prompt + completion or reserved tokens).
     ContextUtilisation = "context_utilisation",
     /// Mean characters per model output with text.
     OutputChars = "output_chars",
@@ -465,15 +465,18 @@ impl SessionAccumulator {
             StepKind::Llm => {
                 if let Some(t) = step.input_tokens {
                     self.in_tok = Some(self.in_tok.unwrap_or(0) + t);
-                    let own = step
-                        .attributes
-                        .as_ref()
-                        .and_then(|a| a.get("gen_ai.request.context_window")?.as_u64());
-                    if let Some(window) = own
+                    let attr = |k: &str| step.attributes.as_ref().and_then(|a| a.get(k)?.as_u64());
+                    if let Some(window) = attr("gen_ai.request.context_window")
                         .or_else(|| prices.context_window(step.model.as_deref()?))
                         .filter(|w| *w > 0)
                     {
-                        let u = t as f64 / window as f64;
+                        // The call's share of the window: its prompt and what it
+                        // generated, or reserved (`max_tokens`) when that is more.
+                        let out = step
+                            .output_tokens
+                            .unwrap_or(0)
+                            .max(attr("gen_ai.request.max_tokens").unwrap_or(0));
+                        let u = (t + out) as f64 / window as f64;
                         self.ctx_util = Some(self.ctx_util.map_or(u, |c| c.max(u)));
                     }
                 }
@@ -857,6 +860,29 @@ mod tests {
             "600 tokens over 2 minutes"
         );
         assert_eq!(g(Feature::OutputTokensPerMin), Some(30.0));
+        assert!(
+            g(Feature::ContextUtilisation).is_none(),
+            "a model call without a model: no window"
+        );
+
+        // Context use: prompt + completion, or + the reserved max_tokens when larger.
+        let mut c = llm(0, "hi", Some(0));
+        c.model = Some("gpt-4o".into());
+        c.input_tokens = Some(64_000);
+        c.output_tokens = Some(1_000);
+        let util = |c: &Step| {
+            session_features(&Session::from_sorted("s", vec![c.clone()]), &rules)
+                .get(Feature::ContextUtilisation)
+                .unwrap()
+        };
+        assert!((util(&c) - 65_000.0 / 128_000.0).abs() < 1e-15);
+        let mut a = serde_json::Map::new();
+        a.insert("gen_ai.request.max_tokens".into(), 16_000.into());
+        c.attributes = Some(a.clone());
+        assert!((util(&c) - 80_000.0 / 128_000.0).abs() < 1e-15, "max_tokens reserved");
+        a.insert("gen_ai.request.context_window".into(), 160_000.into());
+        c.attributes = Some(a);
+        assert!((util(&c) - 0.5).abs() < 1e-15, "the source's own window wins");
 
         // A failed outcome with no tool or state error is a reasoning failure.
         let mut end = Step::new("s", 2, 2000, StepKind::End, "a");
