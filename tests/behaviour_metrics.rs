@@ -205,6 +205,12 @@ async fn one_cost_per_success_and_escalation_rate_in_the_baseline_the_live_repor
         r#"agentdrift_segment_cost_per_success_usd{segment="tau2bench-telecom/gpt-4.1/telecom"}"#,
     )
     .await;
+    // A session's own report names its inferred classes and its intent.
+    let sid = transferred.iter().next().unwrap();
+    let one = get_json(&c, &format!("{}/v1/sessions/{sid}", server.url)).await;
+    assert_eq!(one["inferred_error_classes"]["escalation"], 1, "{one}");
+    assert_eq!(one["error_classes"]["escalation"], 1);
+    assert_eq!(one["intent"].as_str(), Some(intent_of[sid].as_str()));
     for (intent, (ok, n)) in &by_intent {
         let m = crate::service_e2e::metric(
             &c,

@@ -108,8 +108,12 @@ pub struct SessionReport {
     pub outcome_source: Option<OutcomeSource>,
     /// Each feature the session has, with the baseline's percentiles.
     pub features: Vec<FeatureReading>,
-    /// Tool errors by class.
+    /// Failures by class (producer labels, inferred classes and `unclassified`).
     pub error_classes: BTreeMap<String, u32>,
+    /// The part of `error_classes` the taxonomy inferred.
+    pub inferred_error_classes: BTreeMap<String, u32>,
+    /// The session's intent, when a step names one.
+    pub intent: Option<String>,
     /// Events the session triggered.
     pub events: Vec<DriftEvent>,
     /// The span tree at a glance.

@@ -384,6 +384,8 @@ pub async fn session_report(
                 agents: session.steps.iter().map(|s| s.agent.clone()).collect(),
             },
             error_classes: f.error_classes,
+            inferred_error_classes: f.inferred_error_classes,
+            intent: f.intent,
         }))
     })
     .await

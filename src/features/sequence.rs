@@ -99,6 +99,8 @@ pub struct LoopObs {
     /// For cycle length L = 1..=4 (index L-1): how many consecutive times the
     /// current cycle of L tools has now repeated (1 = no repetition).
     pub cycle_reps: [u32; MAX_CYCLE],
+    /// The call's (tool, arguments) key, for other rules that compare calls.
+    pub key: u64,
 }
 
 /// Streaming repetition tracker over one session's agent tool calls.
@@ -152,7 +154,11 @@ impl LoopTracker {
         for (m, c) in self.max_cycle_reps.iter_mut().zip(cycle_reps) {
             *m = (*m).max(c);
         }
-        LoopObs { same_call, cycle_reps }
+        LoopObs {
+            same_call,
+            cycle_reps,
+            key,
+        }
     }
 }
 

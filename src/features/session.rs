@@ -3,7 +3,7 @@
 //! definitions.
 
 use super::Rules;
-use super::sequence::{LoopObs, LoopTracker, MAX_CYCLE, REASON, hash_args, hash_str};
+use super::sequence::{LoopObs, LoopTracker, MAX_CYCLE, REASON};
 use super::text::{CONFIDENCE, N_LEXICONS, TextScores};
 use crate::model::{ErrorClass, MemoryOp, Outcome, Session, Status, Step, StepKind};
 use serde::{Deserialize, Serialize};
@@ -301,16 +301,44 @@ struct StateTracker {
     reads: Vec<u64>,
     by_key: BTreeMap<String, Vec<String>>,
     values: std::collections::BTreeSet<String>,
-    user_text: String,
+    /// The words of the user's messages as a Bloom filter of
+    /// [`USER_WORD_BITS`] bits (empty before the first user message): memory
+    /// stays fixed however much the user says, and a false positive can only
+    /// hide a contradiction, never invent one.
+    #[serde(default)]
+    user_words: Vec<u64>,
+}
+
+/// Bits of the user-word filter (256 bytes per session with user text).
+const USER_WORD_BITS: usize = 2048;
+
+/// The words of a text for the user-word filter: runs of letters, digits
+/// and `-_.@:/`, ASCII-lower-cased, as hashes.
+fn word_hashes(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.split(|c: char| !(c.is_alphanumeric() || "-_.@:/".contains(c)))
+        .map(|w| w.trim_end_matches(['.', ':', '/']))
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut h = super::sequence::Fnv::default();
+            for b in w.bytes() {
+                std::hash::Hasher::write_u8(&mut h, b.to_ascii_lowercase());
+            }
+            std::hash::Hasher::finish(&h)
+        })
+}
+
+/// The filter bits of one word hash.
+fn word_bits(h: u64) -> [usize; 3] {
+    let m = USER_WORD_BITS as u64;
+    [(h % m) as usize, ((h >> 21) % m) as usize, ((h >> 42) % m) as usize]
 }
 
 /// Bounds on [`StateTracker`]: reads remembered, result keys, values per key,
-/// values in all, user text bytes.
+/// values in all.
 const MAX_READS: usize = 256;
 const MAX_KEYS: usize = 256;
 const MAX_VALUES_PER_KEY: usize = 64;
 const MAX_VALUES: usize = 4096;
-const MAX_USER_TEXT: usize = 16 * 1024;
 /// Largest result body parsed for values.
 const MAX_RESULT_BYTES: usize = 64 * 1024;
 
@@ -355,7 +383,7 @@ impl StateTracker {
         leaves(args, None, &mut |k, v| {
             found |= self.by_key.get(k).is_some_and(|seen| !seen.contains(&v))
                 && !self.values.contains(&v)
-                && !self.user_text.contains(&v);
+                && !self.user_said(&v);
         });
         found
     }
@@ -391,10 +419,27 @@ impl StateTracker {
     }
 
     fn learn_user(&mut self, text: &str) {
-        if self.user_text.len() + text.len() < MAX_USER_TEXT {
-            self.user_text.push_str(&text.to_lowercase());
-            self.user_text.push('\n');
+        if self.user_words.is_empty() {
+            self.user_words = vec![0; USER_WORD_BITS / 64];
         }
+        for h in word_hashes(text) {
+            for b in word_bits(h) {
+                self.user_words[b / 64] |= 1 << (b % 64);
+            }
+        }
+    }
+
+    /// Whether every word of `value` is (probably) in the user's messages.
+    fn user_said(&self, value: &str) -> bool {
+        let set = |b: usize| self.user_words.get(b / 64).is_some_and(|w| w & (1 << (b % 64)) != 0);
+        let mut any = false;
+        for h in word_hashes(value) {
+            any = true;
+            if !word_bits(h).into_iter().all(set) {
+                return false;
+            }
+        }
+        any
     }
 }
 
@@ -529,7 +574,8 @@ impl SessionAccumulator {
                     self.tool_ok += 1;
                 }
                 obs.tool_failed = Some(failed);
-                obs.tool_loop = Some((name.to_string(), self.loops.push(name, step.args.as_ref())));
+                let repeat = self.loops.push(name, step.args.as_ref());
+                obs.tool_loop = Some((name.to_string(), repeat));
                 self.escalation |= taxonomy.escalation_tool(name);
                 self.push_state(name);
                 let cost = step.cost_usd.or_else(|| prices.tool_cost(step));
@@ -540,8 +586,7 @@ impl SessionAccumulator {
                 // State rules: a re-read of unchanged state, or an argument
                 // that contradicts what earlier results said.
                 if taxonomy.read_tool(name) {
-                    let key = hash_str(name) ^ hash_args(step.args.as_ref()).rotate_left(1);
-                    if !failed && self.state.re_read(key) && !classified {
+                    if !failed && self.state.re_read(repeat.key) && !classified {
                         self.count_class(ErrorClass::State.as_str(), true);
                         classified = true;
                     }
