@@ -379,6 +379,9 @@ impl StateTracker {
     /// Whether the call's arguments carry a value under a key that tool
     /// results gave other values for, which no result and no user message gave.
     fn contradicts(&self, args: &Value) -> bool {
+        if self.by_key.is_empty() {
+            return false; // no tool result has given a value yet (always so without result bodies)
+        }
         let mut found = false;
         leaves(args, None, &mut |k, v| {
             found |= self.by_key.get(k).is_some_and(|seen| !seen.contains(&v))
