@@ -273,13 +273,13 @@ pub struct LongSessionRates {
 
 impl From<&crate::baseline::LongSessions> for LongSessionRates {
     fn from(l: &crate::baseline::LongSessions) -> Self {
-        let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+        let r = l.rates();
         LongSessionRates {
-            sessions: l.sessions,
-            success_rate: ratio(l.successes, l.with_outcome),
-            escalation_rate: ratio(l.escalations, l.sessions),
-            tool_failure_rate: ratio(l.tool_errors, l.tool_calls),
-            cost_per_success_usd: crate::model::cost_per_success(l.cost_usd, l.cost_sessions, l.successes),
+            sessions: r.sessions,
+            success_rate: r.success_rate,
+            escalation_rate: r.escalation_rate,
+            tool_failure_rate: r.tool_failure_rate,
+            cost_per_success_usd: r.cost_per_success,
         }
     }
 }

@@ -50,14 +50,7 @@ pub fn show_json(b: &Baseline) -> Value {
 }
 
 fn long_json(l: &crate::baseline::LongSessions) -> Value {
-    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
-    json!({
-        "sessions": l.sessions,
-        "success_rate": ratio(l.successes, l.with_outcome),
-        "escalation_rate": ratio(l.escalations, l.sessions),
-        "tool_failure_rate": ratio(l.tool_errors, l.tool_calls),
-        "cost_per_success": crate::model::cost_per_success(l.cost_usd, l.cost_sessions, l.successes),
-    })
+    serde_json::to_value(l.rates()).expect("plain numbers serialise")
 }
 
 /// `successes/sessions` per key, for the text summary.

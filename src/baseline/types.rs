@@ -352,17 +352,32 @@ impl LongSessions {
         }
     }
 
-    /// The report: sessions, success rate, escalation rate, tool error rate, cost per success.
-    pub fn report(&self) -> serde_json::Value {
+    /// Their rates: the one place they are computed (baseline show, segment reports).
+    pub fn rates(&self) -> LongRates {
         let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
-        serde_json::json!({
-            "sessions": self.sessions,
-            "success_rate": ratio(self.successes, self.with_outcome),
-            "escalation_rate": ratio(self.escalations, self.sessions),
-            "tool_error_rate": ratio(self.tool_errors, self.tool_calls),
-            "cost_per_success": crate::model::cost_per_success(self.cost_usd, self.cost_sessions, self.successes),
-        })
+        LongRates {
+            sessions: self.sessions,
+            success_rate: ratio(self.successes, self.with_outcome),
+            escalation_rate: ratio(self.escalations, self.sessions),
+            tool_failure_rate: ratio(self.tool_errors, self.tool_calls),
+            cost_per_success: crate::model::cost_per_success(self.cost_usd, self.cost_sessions, self.successes),
+        }
     }
+}
+
+/// Rates of the long sessions.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LongRates {
+    /// Long sessions.
+    pub sessions: u64,
+    /// Successes among those with an outcome.
+    pub success_rate: Option<f64>,
+    /// Escalations per long session.
+    pub escalation_rate: Option<f64>,
+    /// Failed tool calls per call.
+    pub tool_failure_rate: Option<f64>,
+    /// Their total cost over their successes, USD.
+    pub cost_per_success: Option<f64>,
 }
 
 /// Mean and decorrelated covariance of transformed session features.
