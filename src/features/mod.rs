@@ -3,6 +3,7 @@
 
 pub mod sequence;
 pub mod session;
+mod state;
 pub mod taxonomy;
 pub mod text;
 

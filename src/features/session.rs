@@ -4,10 +4,10 @@
 
 use super::Rules;
 use super::sequence::{LoopObs, LoopTracker, MAX_CYCLE, REASON};
+use super::state::StateTracker;
 use super::text::{CONFIDENCE, N_LEXICONS, TextScores};
 use crate::model::{ErrorClass, MemoryOp, Outcome, Session, Status, Step, StepKind};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
 macro_rules! features {
@@ -292,158 +292,6 @@ struct MemoryTally {
     first_size: Option<f64>,
     last_size: Option<f64>,
     written_chars: f64,
-}
-
-/// What the state rules remember: successful reads since the last other
-/// call, and the values tool results and users gave (bounded).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct StateTracker {
-    reads: Vec<u64>,
-    by_key: BTreeMap<String, Vec<String>>,
-    values: std::collections::BTreeSet<String>,
-    /// The words of the user's messages as a Bloom filter of
-    /// [`USER_WORD_BITS`] bits (empty before the first user message): memory
-    /// stays fixed however much the user says, and a false positive can only
-    /// hide a contradiction, never invent one.
-    #[serde(default)]
-    user_words: Vec<u64>,
-}
-
-/// Bits of the user-word filter (256 bytes per session with user text).
-const USER_WORD_BITS: usize = 2048;
-
-/// The words of a text for the user-word filter: runs of letters, digits
-/// and `-_.@:/`, ASCII-lower-cased, as hashes.
-fn word_hashes(text: &str) -> impl Iterator<Item = u64> + '_ {
-    text.split(|c: char| !(c.is_alphanumeric() || "-_.@:/".contains(c)))
-        .map(|w| w.trim_end_matches(['.', ':', '/']))
-        .filter(|w| !w.is_empty())
-        .map(|w| {
-            let mut h = super::sequence::Fnv::default();
-            for b in w.bytes() {
-                std::hash::Hasher::write_u8(&mut h, b.to_ascii_lowercase());
-            }
-            std::hash::Hasher::finish(&h)
-        })
-}
-
-/// The filter bits of one word hash.
-fn word_bits(h: u64) -> [usize; 3] {
-    let m = USER_WORD_BITS as u64;
-    [(h % m) as usize, ((h >> 21) % m) as usize, ((h >> 42) % m) as usize]
-}
-
-/// Bounds on [`StateTracker`]: reads remembered, result keys, values per key,
-/// values in all.
-const MAX_READS: usize = 256;
-const MAX_KEYS: usize = 256;
-const MAX_VALUES_PER_KEY: usize = 64;
-const MAX_VALUES: usize = 4096;
-/// Largest result body parsed for values.
-const MAX_RESULT_BYTES: usize = 64 * 1024;
-
-/// A scalar JSON value as text, when it can name state (ids, amounts, dates).
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if (2..=200).contains(&s.len()) => Some(s.to_lowercase()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// Visits the (key, scalar) leaves of a JSON value.
-fn leaves(v: &Value, key: Option<&str>, f: &mut impl FnMut(&str, String)) {
-    match v {
-        Value::Object(m) => m.iter().for_each(|(k, x)| leaves(x, Some(k), f)),
-        Value::Array(a) => a.iter().for_each(|x| leaves(x, key, f)),
-        other => {
-            if let (Some(k), Some(s)) = (key, scalar(other)) {
-                f(k, s)
-            }
-        }
-    }
-}
-
-impl StateTracker {
-    /// Whether this successful read repeats one made since the last other call.
-    fn re_read(&mut self, key: u64) -> bool {
-        if self.reads.contains(&key) {
-            return true;
-        }
-        if self.reads.len() < MAX_READS {
-            self.reads.push(key);
-        }
-        false
-    }
-
-    /// Whether the call's arguments carry a value under a key that tool
-    /// results gave other values for, which no result and no user message gave.
-    fn contradicts(&self, args: &Value) -> bool {
-        if self.by_key.is_empty() {
-            return false; // no tool result has given a value yet (always so without result bodies)
-        }
-        let mut found = false;
-        leaves(args, None, &mut |k, v| {
-            found |= self.by_key.get(k).is_some_and(|seen| !seen.contains(&v))
-                && !self.values.contains(&v)
-                && !self.user_said(&v);
-        });
-        found
-    }
-
-    fn learn_result(&mut self, result: &Value) {
-        let parsed;
-        let body = match result {
-            Value::String(s) if s.len() <= MAX_RESULT_BYTES && (s.starts_with('{') || s.starts_with('[')) => {
-                match serde_json::from_str::<Value>(s) {
-                    Ok(v) => {
-                        parsed = v;
-                        &parsed
-                    }
-                    Err(_) => return,
-                }
-            }
-            Value::Object(_) | Value::Array(_) => result,
-            _ => return,
-        };
-        leaves(body, None, &mut |k, v| {
-            if self.values.len() < MAX_VALUES {
-                self.values.insert(v.clone());
-            }
-            let room = self.by_key.len() < MAX_KEYS;
-            match self.by_key.get_mut(k) {
-                Some(seen) if seen.len() < MAX_VALUES_PER_KEY && !seen.contains(&v) => seen.push(v),
-                None if room => {
-                    self.by_key.insert(k.to_string(), vec![v]);
-                }
-                _ => {}
-            }
-        });
-    }
-
-    fn learn_user(&mut self, text: &str) {
-        if self.user_words.is_empty() {
-            self.user_words = vec![0; USER_WORD_BITS / 64];
-        }
-        for h in word_hashes(text) {
-            for b in word_bits(h) {
-                self.user_words[b / 64] |= 1 << (b % 64);
-            }
-        }
-    }
-
-    /// Whether every word of `value` is (probably) in the user's messages.
-    fn user_said(&self, value: &str) -> bool {
-        let set = |b: usize| self.user_words.get(b / 64).is_some_and(|w| w & (1 << (b % 64)) != 0);
-        let mut any = false;
-        for h in word_hashes(value) {
-            any = true;
-            if !word_bits(h).into_iter().all(set) {
-                return false;
-            }
-        }
-        any
-    }
 }
 
 /// Cap on Markov states kept per session (bounded state for endless sessions).
