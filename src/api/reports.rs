@@ -323,12 +323,7 @@ pub async fn session_report(
             shared.prices.fill_cost(st);
         }
         let session = Session::from_sorted(id.clone(), steps);
-        let rules = crate::features::Rules {
-            prices: &shared.prices,
-            lexicons: crate::features::Lexicons::builtin(),
-            taxonomy: &shared.taxonomy,
-        };
-        let f = session_features(&session, &rules);
+        let f = session_features(&session, &crate::features::Rules::new(&shared.prices, &shared.taxonomy));
         let (seg, fallback) = resolve_segment(&shared.baseline, &session.steps[0]);
         let features: Vec<FeatureReading> = Feature::ALL
             .iter()
@@ -554,8 +549,8 @@ fn segment_summary(
                 input: t.input_tokens,
                 output: t.output_tokens,
                 per_session: ratio(t.input_tokens + t.output_tokens, t.sessions),
-                input_per_minute: (t.duration_ms > 0.0).then(|| t.input_tokens as f64 / (t.duration_ms / 60_000.0)),
-                output_per_minute: (t.duration_ms > 0.0).then(|| t.output_tokens as f64 / (t.duration_ms / 60_000.0)),
+                input_per_minute: t.tokens_per_minute().map(|m| m.0),
+                output_per_minute: t.tokens_per_minute().map(|m| m.1),
             },
             cost_per_task_usd: (t.cost_sessions > 0).then(|| t.cost_usd / t.cost_sessions as f64),
             cost_per_success_usd: crate::model::cost_per_success(t.cost_usd, t.cost_sessions, t.successes),

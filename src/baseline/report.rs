@@ -201,13 +201,15 @@ pub fn show_text(b: &Baseline) -> String {
                 let _ = writeln!(o, "success by {what}: {}", success_line(t, 12));
             }
         }
-        let l = long_json(&r.long_sessions);
         let _ = writeln!(
             o,
             "long sessions (50+ messages): {} ({:.1}% of sessions), success {}",
             r.long_sessions.sessions,
             100.0 * r.length_shares[0],
-            l["success_rate"].as_f64().map_or("-".into(), |x| format!("{x:.3}"))
+            r.long_sessions
+                .rates()
+                .success_rate
+                .map_or("-".into(), |x| format!("{x:.3}"))
         );
         let _ = writeln!(o, "top transitions:");
         for t in j["top_transitions"].as_array().into_iter().flatten().take(6) {

@@ -4,7 +4,7 @@ use super::InputArgs;
 use crate::baseline::report::{diff, diff_text, show_json, show_text};
 use crate::baseline::{load, save};
 use crate::config::Config;
-use crate::features::{Lexicons, Rules, Taxonomy};
+use crate::features::{Rules, Taxonomy};
 use crate::model::SegmentField;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,11 +66,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Taxonomy::load(Path::new(path))?,
         None => Taxonomy::builtin().clone(),
     };
-    let rules = Rules {
-        prices: &prices,
-        lexicons: Lexicons::builtin(),
-        taxonomy: &taxonomy,
-    };
+    let rules = Rules::new(&prices, &taxonomy);
     let (baseline, read) = crate::baseline::train::train_files(
         &a.input,
         a.input_args.format,

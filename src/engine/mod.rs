@@ -272,6 +272,19 @@ pub struct SegmentTotals {
     pub tool_cost_sessions: u64,
 }
 
+/// Adds a session's failures per class to a bounded table: at most 100
+/// classes, the rest counted as `other`.
+fn count_classes(table: &mut BTreeMap<String, u64>, session: &BTreeMap<String, u32>) {
+    for (class, n) in session {
+        let key = if table.len() < 100 || table.contains_key(class) {
+            class.clone()
+        } else {
+            "other".to_string()
+        };
+        *table.entry(key).or_insert(0) += u64::from(*n);
+    }
+}
+
 /// Adds a session to a bounded (successes, sessions) table: at most `cap`
 /// keys, the rest counted as `other`.
 fn count_success(table: &mut BTreeMap<String, (u64, u64)>, key: &str, ok: bool, cap: usize) {
@@ -286,6 +299,12 @@ fn count_success(table: &mut BTreeMap<String, (u64, u64)>, key: &str, ok: bool, 
 }
 
 impl SegmentTotals {
+    /// (input, output) tokens per minute of the closed sessions' summed durations.
+    pub fn tokens_per_minute(&self) -> Option<(f64, f64)> {
+        let minutes = (self.duration_ms > 0.0).then_some(self.duration_ms / 60_000.0)?;
+        Some((self.input_tokens as f64 / minutes, self.output_tokens as f64 / minutes))
+    }
+
     /// Counts an outcome that arrived after its session was counted.
     fn add_late_outcome(&mut self, outcome: Outcome, cost: Option<f64>) {
         self.with_outcome += 1;
@@ -332,11 +351,6 @@ impl SegmentTotals {
             self.tool_cost_usd += c;
             self.tool_cost_sessions += 1;
         }
-        for (class, n) in &f.inferred_error_classes {
-            if self.inferred_error_classes.len() < 100 || self.inferred_error_classes.contains_key(class) {
-                *self.inferred_error_classes.entry(class.clone()).or_insert(0) += u64::from(*n);
-            }
-        }
         if let Some(s) = success {
             let ok = s == 1.0;
             count_success(
@@ -353,14 +367,8 @@ impl SegmentTotals {
             self.duration_ms += d;
             self.duration_sessions += 1;
         }
-        for (class, n) in &f.error_classes {
-            let key = if self.error_classes.len() < 100 || self.error_classes.contains_key(class) {
-                class.clone()
-            } else {
-                "other".to_string()
-            };
-            *self.error_classes.entry(key).or_insert(0) += u64::from(*n);
-        }
+        count_classes(&mut self.error_classes, &f.error_classes);
+        count_classes(&mut self.inferred_error_classes, &f.inferred_error_classes);
         if let Some(s) = success {
             for tool in f.tool_counts.keys().take(100) {
                 if self.success_by_tool.len() < 200 || self.success_by_tool.contains_key(tool) {
@@ -572,6 +580,11 @@ impl Scorer {
         })
     }
 
+    /// The error taxonomy it classifies with (the baseline's).
+    pub fn taxonomy(&self) -> &Taxonomy {
+        &self.taxonomy
+    }
+
     /// The same scorer with other memory bounds.
     pub fn with_limits(mut self, limits: Limits) -> Scorer {
         self.limits = limits;
@@ -735,12 +748,7 @@ impl Scorer {
             open.scored += 1;
             open.last_ts = open.last_ts.max(step.ts);
             self.stats.steps += 1;
-            let rules = Rules {
-                prices: &self.prices,
-                lexicons: Lexicons::builtin(),
-                taxonomy: &self.taxonomy,
-            };
-            let obs = open.acc.push(&step, &rules);
+            let obs = open.acc.push(&step, &Rules::new(&self.prices, &self.taxonomy));
             if let Some(i) = open.segment.filter(|i| !self.failed.contains_key(i)) {
                 let ctx = Ctx {
                     session_id: sid,

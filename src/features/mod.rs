@@ -22,13 +22,18 @@ pub struct Rules<'a> {
 }
 
 impl<'a> Rules<'a> {
-    /// These prices with the shipped lexicons and taxonomy.
-    pub fn builtin(prices: &'a PriceTable) -> Rules<'a> {
+    /// These prices and this taxonomy with the shipped lexicons.
+    pub fn new(prices: &'a PriceTable, taxonomy: &'a Taxonomy) -> Rules<'a> {
         Rules {
             prices,
             lexicons: Lexicons::builtin(),
-            taxonomy: Taxonomy::builtin(),
+            taxonomy,
         }
+    }
+
+    /// These prices with the shipped lexicons and taxonomy.
+    pub fn builtin(prices: &'a PriceTable) -> Rules<'a> {
+        Rules::new(prices, Taxonomy::builtin())
     }
 }
 

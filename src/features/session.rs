@@ -331,9 +331,9 @@ impl SessionAccumulator {
             self.lat_sum += l;
             self.lat_n += 1;
         }
-        let mut classified = false;
-        if step.status == Some(Status::Error) {
-            classified = true;
+        // A step gets at most one class: a failure's, else a state rule's.
+        let mut classified = step.status == Some(Status::Error);
+        if classified {
             match (&step.error_class, step.kind) {
                 (Some(c), _) => self.count_class(c.as_str(), false),
                 (None, StepKind::Tool) => match taxonomy.classify_failure(step) {

@@ -637,17 +637,14 @@ impl Metrics {
                     f64::NAN
                 });
             self.session_steps.get_or_create(&l).set(ratio(t.steps, t.sessions));
-            for (direction, v) in [("input", t.input_tokens), ("output", t.output_tokens)] {
+            let per_minute = t.tokens_per_minute();
+            for (direction, v) in [("input", per_minute.map(|m| m.0)), ("output", per_minute.map(|m| m.1))] {
                 self.tokens_per_minute
                     .get_or_create(&TokenLabels {
                         segment: seg.clone(),
                         direction: direction.into(),
                     })
-                    .set(if t.duration_ms > 0.0 {
-                        v as f64 / (t.duration_ms / 60_000.0)
-                    } else {
-                        f64::NAN
-                    });
+                    .set(v.unwrap_or(f64::NAN));
             }
             self.tool_cost_usd.get_or_create(&l).set(t.tool_cost_usd);
             for (family, table) in [
@@ -743,23 +740,14 @@ fn failure_classes(
     all: &std::collections::BTreeMap<String, u64>,
     inferred: &std::collections::BTreeMap<String, u64>,
 ) -> Vec<(String, &'static str, u64)> {
-    const KNOWN: [&str; 7] = [
-        "tool_timeout",
-        "tool_api_error",
-        "tool_invalid_args",
-        "reasoning",
-        "state",
-        "escalation",
-        crate::features::session::UNCLASSIFIED,
-    ];
+    let known = |c: &str| {
+        c == crate::features::session::UNCLASSIFIED
+            || !matches!(crate::model::ErrorClass::parse(c), crate::model::ErrorClass::Other(_))
+    };
     let mut out: std::collections::BTreeMap<(String, &'static str), u64> = Default::default();
     for (class, n) in all {
         let by_rule = inferred.get(class).copied().unwrap_or(0).min(*n);
-        let name = if KNOWN.contains(&class.as_str()) {
-            class.as_str()
-        } else {
-            "other"
-        };
+        let name = if known(class) { class.as_str() } else { "other" };
         if by_rule > 0 {
             *out.entry((name.to_string(), "inferred")).or_insert(0) += by_rule;
         }

@@ -259,6 +259,7 @@ pub fn start(
         &read_opts,
         &*clock,
     )?;
+    let taxonomy = pipeline.scorer().taxonomy().clone();
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, _) = broadcast::channel(4096);
     let (engine_tx, engine_rx) = mpsc::sync_channel::<messages::EngineMsg>(256);
@@ -283,9 +284,7 @@ pub fn start(
         engine: engine_task::EngineHandle { tx: engine_tx },
         events: events_tx,
         metrics,
-        // The scorer has parsed the same text already, so this cannot fail here.
-        taxonomy: crate::features::Taxonomy::of_baseline(baseline.meta.taxonomy.as_ref())
-            .unwrap_or_else(|_| crate::features::Taxonomy::builtin().clone()),
+        taxonomy,
         baseline,
         prices,
         read_opts,

@@ -294,7 +294,7 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Planned, ChartEr
             per(r.tool_sessions),
         ),
         // Calibration: planned on the segment's sessions with an outcome, not
-        // on its confident ones (rare in real references); see `calibration_rate`.
+        // on its confident ones (rare in real references); see `calibration_evidence`.
         (
             "bernoulli:calibration",
             ChartTarget::Calibration,
