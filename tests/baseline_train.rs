@@ -107,8 +107,14 @@ fn trains_on_all_shared_data_warns_and_pools_thin_segments() {
     assert!(b.meta.inputs.iter().all(|i| i.sha256.len() == 64));
     for s in &b.segments {
         assert!(s.charts.len() >= 10, "{} has {} charts", s.key, s.charts.len());
-        let total: f64 = s.charts.iter().map(|c| c.rate).sum();
-        // The budget is split, never exceeded.
+        // The budget is split, never exceeded (grounding findings state the
+        // reference's own rate instead of drawing from it).
+        let total: f64 = s
+            .charts
+            .iter()
+            .filter(|c| c.family != "grounding")
+            .map(|c| c.rate)
+            .sum();
         assert!((total - 1.0 / b.meta.config.arl0).abs() < 1e-12, "{}: {total}", s.key);
     }
     let show: Value = serde_json::from_str(&run_ok(["baseline", "show", "--json", out.to_str().unwrap()])).unwrap();
@@ -162,6 +168,33 @@ fn diff_of_two_models_finds_tool_preference_changes() {
     for t in &moved {
         assert!(t["p_adjusted"].as_f64().unwrap() < 0.01);
         assert_ne!(t["a"], t["b"]);
+    }
+    // Grounding features are their own Holm family (step-down, computed here).
+    let g = pair["grounding"].as_array().unwrap();
+    let names: Vec<&str> = g.iter().map(|i| i["what"].as_str().unwrap()).collect();
+    assert!(
+        names.contains(&"claims") && names.contains(&"unsupported_claim_share"),
+        "{names:?}"
+    );
+    assert!(
+        items.iter().all(|i| !names.contains(&i["what"].as_str().unwrap())),
+        "not in the behaviour family"
+    );
+    let mut ps: Vec<f64> = g.iter().map(|i| i["p_value"].as_f64().unwrap()).collect();
+    ps.sort_by(f64::total_cmp);
+    let m = ps.len();
+    let mut running: f64 = 0.0;
+    let holm: Vec<f64> = ps
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            running = running.max(((m - k) as f64 * p).min(1.0));
+            running
+        })
+        .collect();
+    for i in g {
+        let k = ps.iter().position(|p| *p == i["p_value"].as_f64().unwrap()).unwrap();
+        assert!((i["p_adjusted"].as_f64().unwrap() - holm[k]).abs() < 1e-12, "{i}");
     }
     let mix = pair["overall"]
         .as_array()

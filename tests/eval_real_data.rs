@@ -149,6 +149,61 @@ fn evaluation_on_shared_data_meets_budget_and_detects_large_drifts() {
         .iter()
         .find(|c| c["case"].as_str().unwrap().starts_with("loop"))
         .unwrap();
+    // Contradictions: without tool result bodies in the shared data, a slip in a
+    // code that mixes letters and digits (a reservation id the user or an argument
+    // gave) is the one alteration a source can contradict; counted here from the
+    // drifted file, every one is detected at its step and no other is.
+    let drifted_text = std::fs::read_to_string(p("contradiction.jsonl")).unwrap();
+    let (mut altered, mut slips) = (0, 0);
+    for line in drifted_text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let Some(a) = v["attributes"].get("agentdrift.contradiction") else {
+            continue;
+        };
+        altered += 1;
+        let from = a["from"].as_str().unwrap();
+        let prefix = from.trim_end_matches(|c: char| c.is_ascii_digit());
+        let code = from.chars().any(|c| c.is_ascii_digit()) && from.chars().any(|c| c.is_ascii_alphabetic());
+        let numbered = prefix.len() < from.len() && !prefix.chars().any(|c| c.is_ascii_digit());
+        if a["kind"] == "id" && code && !numbered && from.len() >= 4 {
+            slips += 1;
+        }
+    }
+    let case = r["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["case"].as_str().unwrap().starts_with("contradiction"))
+        .unwrap();
+    assert!(
+        altered > 200,
+        "most held-out sessions have a supported claim to alter: {altered}"
+    );
+    assert_eq!(case["changed_sessions"].as_u64(), Some(altered), "{case}");
+    assert_eq!(case["in_session"]["detected"].as_u64(), Some(slips), "{case}");
+    assert_eq!(
+        case["in_session"]["delay_steps_median"].as_f64(),
+        Some(1.0),
+        "flagged at the altered output"
+    );
+    assert_eq!(
+        ic["grounding_flagged_sessions"].as_u64(),
+        Some(0),
+        "unaltered sessions: {ic}"
+    );
+    let by_kind = case["by_claim_kind"].as_object().unwrap();
+    let total: u64 = by_kind.values().map(|k| k["altered"].as_u64().unwrap()).sum();
+    assert_eq!(total, altered);
+    assert_eq!(by_kind["id"]["detected"].as_u64(), Some(slips), "{by_kind:?}");
+    let others: u64 = by_kind
+        .iter()
+        .filter(|(k, _)| *k != "id")
+        .map(|(_, v)| v["detected"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        others, 0,
+        "no keyed or status source without result bodies: {by_kind:?}"
+    );
     // In-session: 21 identical calls cross the loop threshold where the reference
     // calibrates it below that (README states the share); at least a third here.
     assert!(

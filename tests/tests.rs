@@ -30,6 +30,8 @@ mod otlp_batching;
 mod otel_clients;
 // Injected drifts, the evaluation table and the demo on the shared data.
 mod eval_real_data;
+// Claims checked against the session's sources: real sessions by hand, a contradiction through the service.
+mod grounding;
 // The scorer snapshot format: a golden file of this version loads and scores on; other versions are refused.
 mod snapshot_golden;
 

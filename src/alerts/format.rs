@@ -262,6 +262,7 @@ mod tests {
             exemplars: vec!["sess 1/a".into(), "s2".into()],
             observations: vec![],
             message: "output tokens <up>".into(),
+            grounding: None,
         }
     }
 

@@ -62,8 +62,12 @@ const HARM_RATES: [&str; 3] = ["bernoulli:failure", "bernoulli:escalation", "ber
 /// p-value; a chart (EWMA, CUSUM, Shewhart, T², Bernoulli CUSUM) by how far
 /// its statistic went past its limit; a rising failure, escalation or tool
 /// failure rate one level higher; an in-session loop that repeated twice its
-/// limit or more is `critical` (it is burning tokens now).
+/// limit or more is `critical` (it is burning tokens now); a grounding
+/// contradiction is `warning` (a user was told what the sources contradict).
 pub fn severity(e: &DriftEvent) -> Severity {
+    if e.kind == "grounding" {
+        return Severity::Warning;
+    }
     let ratio = if e.limit.abs() > 0.0 && e.statistic.is_finite() {
         (e.statistic / e.limit).abs()
     } else {
@@ -128,7 +132,16 @@ mod tests {
             exemplars: vec![],
             observations: vec![],
             message: String::new(),
+            grounding: None,
         }
+    }
+
+    #[test]
+    fn a_contradiction_is_a_warning_whatever_its_numbers() {
+        assert_eq!(
+            severity(&ev("grounding", "grounding:money", 1.0, 1.0, None, None)),
+            Severity::Warning
+        );
     }
 
     #[test]

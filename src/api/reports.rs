@@ -323,7 +323,10 @@ pub async fn session_report(
             shared.prices.fill_cost(st);
         }
         let session = Session::from_sorted(id.clone(), steps);
-        let f = session_features(&session, &crate::features::Rules::new(&shared.prices, &shared.taxonomy));
+        let f = session_features(
+            &session,
+            &crate::features::Rules::new(&shared.prices, &shared.taxonomy).with_grounding(&shared.grounding),
+        );
         let (seg, fallback) = resolve_segment(&shared.baseline, &session.steps[0]);
         let features: Vec<FeatureReading> = Feature::ALL
             .iter()

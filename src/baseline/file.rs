@@ -150,6 +150,7 @@ mod tests {
                 lexicon_version: "1".into(),
                 lexicon_hash: "h".into(),
                 taxonomy: None,
+                grounding: None,
                 warnings: Vec::new(),
                 phase1_excluded: Vec::new(),
             },

@@ -42,6 +42,8 @@ pub fn show_json(b: &Baseline) -> Value {
             "lexicon_hash": b.meta.lexicon_hash,
             "taxonomy_version": b.meta.taxonomy.as_ref().map(|t| &t.version),
             "taxonomy_hash": b.meta.taxonomy.as_ref().map(|t| &t.sha256),
+            "grounding_version": b.meta.grounding.as_ref().map(|t| &t.version),
+            "grounding_hash": b.meta.grounding.as_ref().map(|t| &t.sha256),
             "warnings": b.meta.warnings,
             "phase1_excluded": b.meta.phase1_excluded,
         },
@@ -89,6 +91,8 @@ fn segment_json(s: &SegmentBaseline) -> Value {
         "tool_cost_per_task": r.tool_cost_per_task,
         "length_shares_50_100_200_messages": r.length_shares,
         "long_sessions": long_json(&r.long_sessions),
+        "claim_sessions": r.claim_sessions,
+        "contradiction_sessions": r.contradiction_sessions,
         "error_classes": r.error_classes,
         "inferred_error_classes": r.inferred_error_classes,
         "success_by_length": r.success_by_length,
@@ -134,16 +138,11 @@ pub fn show_text(b: &Baseline) -> String {
     );
     let _ = writeln!(
         o,
-        "lexicons {} ({}…), error taxonomy {}",
+        "lexicons {} ({}…), error taxonomy {}, grounding rules {}",
         m.lexicon_version,
         m.lexicon_hash.chars().take(12).collect::<String>(),
-        m.taxonomy
-            .as_ref()
-            .map_or("built-in (not recorded)".to_string(), |t| format!(
-                "{} ({}…)",
-                t.version,
-                t.sha256.chars().take(12).collect::<String>()
-            ))
+        rule_file(m.taxonomy.as_ref()),
+        rule_file(m.grounding.as_ref()),
     );
     for w in &m.warnings {
         let _ = writeln!(o, "warning: {w}");
@@ -253,11 +252,38 @@ pub fn show_text(b: &Baseline) -> String {
                     .map(|t| format!("{}≥{}", t.name, t.k))
                     .collect::<Vec<_>>()
                     .join(" "),
+                super::types::ChartDesign::Grounding { reference_rate } => {
+                    format!("every contradiction (reference {reference_rate:.4} per session)")
+                }
             };
             let _ = writeln!(o, "  {:<32} ARL0 {:>12.0} {:<20} {}", c.id, c.arl0, c.unit, limit);
         }
     }
     o
+}
+
+/// One tested difference as a line of `baseline diff`'s table.
+fn item_line(o: &mut String, it: &DiffItem) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        o,
+        "  {:<10} {:<48} {:>10.4} {:>10.4} {:>8.2} {:>10.2e} {:>10.2e}{}",
+        it.kind,
+        it.what,
+        it.a,
+        it.b,
+        it.statistic,
+        it.p_value,
+        it.p_adjusted,
+        if it.significant { " *" } else { "" }
+    );
+}
+
+/// A stored rule file's version and hash prefix, for `baseline show`.
+fn rule_file(f: Option<&crate::features::RuleSource>) -> String {
+    f.map_or("built-in (not recorded)".to_string(), |t| {
+        format!("{} ({}…)", t.version, t.sha256.chars().take(12).collect::<String>())
+    })
 }
 
 /// One tested difference.
@@ -298,6 +324,10 @@ pub struct SegmentDiff {
     pub overall: Vec<DiffItem>,
     /// Item tests, most significant first.
     pub items: Vec<DiffItem>,
+    /// Grounding features (claims, unsupported share, contradictions), tested
+    /// as their own Holm family: whether outputs stay faithful to their
+    /// sources is a separate question from how the agent behaves.
+    pub grounding: Vec<DiffItem>,
     /// Costs side by side (`model::cost_per_success`, as everywhere). Not
     /// tested: a baseline keeps no per-session (cost, outcome) pairs; the
     /// per-session cost is tested among the features.
@@ -448,8 +478,12 @@ fn share_item(kind: &str, what: String, test: Option<(f64, f64, f64, f64)>) -> O
     })
 }
 
+/// The grounding features, tested apart in a diff.
+const GROUNDING_FEATURES: [Feature; 3] = [Feature::Claims, Feature::UnsupportedClaimShare, Feature::Contradictions];
+
 fn diff_segments(a: &SegmentBaseline, b: &SegmentBaseline, alpha: f64, seed: u64) -> SegmentDiff {
     let mut items: Vec<DiffItem> = Vec::new();
+    let mut grounding: Vec<DiffItem> = Vec::new();
     // Features.
     for fa in &a.features {
         // Tool errors are tested as a rate below; messages and the per-minute
@@ -462,7 +496,19 @@ fn diff_segments(a: &SegmentBaseline, b: &SegmentBaseline, alpha: f64, seed: u64
             continue;
         }
         if let Some(fb) = b.feature(fa.feature) {
-            items.extend(item(
+            // Both constant at the same value (no contradiction in either
+            // reference, say): all ties, nothing to test.
+            let (va, vb) = (fa.ecdf.values(), fb.ecdf.values());
+            let constant = |v: &[f64]| v.first() == v.last();
+            if constant(&va) && constant(&vb) && va.first() == vb.first() {
+                continue;
+            }
+            let family = if GROUNDING_FEATURES.contains(&fa.feature) {
+                &mut grounding
+            } else {
+                &mut items
+            };
+            family.extend(item(
                 "feature",
                 fa.feature.name().into(),
                 fa.quantiles[2],
@@ -605,10 +651,12 @@ fn diff_segments(a: &SegmentBaseline, b: &SegmentBaseline, alpha: f64, seed: u64
         false,
     );
     overall.extend(permutation("overall", "tool mix", union_tools, &mut rng));
-    let adj = holm(&overall.iter().map(|i| i.p_value).collect::<Vec<_>>());
-    for (it, p) in overall.iter_mut().zip(adj) {
-        it.p_adjusted = p;
-        it.significant = p < alpha;
+    for family in [&mut overall, &mut grounding] {
+        let adj = holm(&family.iter().map(|i| i.p_value).collect::<Vec<_>>());
+        for (it, p) in family.iter_mut().zip(adj) {
+            it.p_adjusted = p;
+            it.significant = p < alpha;
+        }
     }
     SegmentDiff {
         a: a.key.clone(),
@@ -617,6 +665,7 @@ fn diff_segments(a: &SegmentBaseline, b: &SegmentBaseline, alpha: f64, seed: u64
         sessions_b: b.sessions,
         overall,
         items,
+        grounding,
         costs: CostComparison {
             cost_per_task: (a.rates.cost_per_task, b.rates.cost_per_task),
             tool_cost_per_task: (a.rates.tool_cost_per_task, b.rates.tool_cost_per_task),
@@ -746,18 +795,13 @@ pub fn diff_text(r: &DiffReport, limit: usize) -> String {
             "kind", "what", "A", "B", "z", "p", "p_holm"
         );
         for it in p.items.iter().take(limit) {
-            let _ = writeln!(
-                o,
-                "  {:<10} {:<48} {:>10.4} {:>10.4} {:>8.2} {:>10.2e} {:>10.2e}{}",
-                it.kind,
-                it.what,
-                it.a,
-                it.b,
-                it.statistic,
-                it.p_value,
-                it.p_adjusted,
-                if it.significant { " *" } else { "" }
-            );
+            item_line(&mut o, it);
+        }
+        if !p.grounding.is_empty() {
+            let _ = writeln!(o, "grounding (its own Holm family):");
+            for it in &p.grounding {
+                item_line(&mut o, it);
+            }
         }
     }
     o

@@ -42,10 +42,14 @@ pub struct BaselineMeta {
     pub lexicon_version: String,
     /// SHA-256 of the lexicon files.
     pub lexicon_hash: String,
+    /// The grounding rules it was trained with (version, hash, rules); scoring
+    /// extracts claims with them (absent before grounding: the built-in ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<crate::features::RuleSource>,
     /// The error taxonomy it was trained with (version, hash, rules); scoring
     /// classifies with the same rules. Absent in baselines older than it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub taxonomy: Option<crate::features::TaxonomySource>,
+    pub taxonomy: Option<crate::features::RuleSource>,
     /// Warnings raised while training (thin segments, pooled task types, …).
     pub warnings: Vec<String>,
     /// Reference sessions judged out of control in phase I and excluded.
@@ -101,6 +105,10 @@ pub struct TrainConfig {
     /// (its text is stored in the baseline).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub taxonomy: Option<String>,
+    /// A grounding rules file to extract claims with instead of the shipped
+    /// one (its text is stored in the baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -121,6 +129,7 @@ impl Default for TrainConfig {
             guarantee: 0.9,
             seed: 20_251_125,
             taxonomy: None,
+            grounding: None,
         }
     }
 }
@@ -307,6 +316,12 @@ pub struct RateBaseline {
     /// Mean cost of priced tool calls per session, USD (`[tools]` prices).
     #[serde(default)]
     pub tool_cost_per_task: Option<f64>,
+    /// Sessions with an output a source of the session contradicts (grounding).
+    #[serde(default)]
+    pub contradiction_sessions: u32,
+    /// Sessions with a checkable claim in their outputs.
+    #[serde(default)]
+    pub claim_sessions: u32,
 }
 
 /// Rates of the long sessions of a segment (reaching 50 messages), reported
@@ -417,6 +432,8 @@ pub enum ChartTarget {
     ToolPreference,
     /// In-session repetition.
     Loops,
+    /// Outputs contradicting the session's sources.
+    Grounding,
     /// Session failure rate.
     Failure,
     /// Escalation rate.
@@ -495,6 +512,11 @@ pub enum ChartDesign {
     Loops {
         /// One threshold per loop statistic.
         thresholds: Vec<LoopThreshold>,
+    },
+    /// Grounding: every contradiction is raised; not drawn from the budget.
+    Grounding {
+        /// Share of reference sessions with a contradiction (smoothed), the expected flag rate.
+        reference_rate: f64,
     },
 }
 
@@ -645,6 +667,7 @@ impl SegmentBaseline {
             ChartTarget::Profile => matches!(c.design, ChartDesign::T2 { .. }) && self.profile.is_some(),
             ChartTarget::Markov | ChartTarget::ToolPreference => matches!(c.design, ChartDesign::WindowTest { .. }),
             ChartTarget::Loops => matches!(c.design, ChartDesign::Loops { .. }),
+            ChartTarget::Grounding => matches!(c.design, ChartDesign::Grounding { .. }),
             ChartTarget::Failure | ChartTarget::Escalation | ChartTarget::ToolFailure | ChartTarget::Calibration => {
                 matches!(c.design, ChartDesign::Bernoulli { .. })
             }
@@ -705,6 +728,12 @@ impl SegmentBaseline {
             ChartDesign::Loops { thresholds } => {
                 if thresholds.iter().any(|t| t.k == 0 || !t.p.is_finite()) {
                     return Err("a loop threshold is zero or its tail not finite".into());
+                }
+                Ok(())
+            }
+            ChartDesign::Grounding { reference_rate } => {
+                if !(*reference_rate > 0.0 && *reference_rate < 1.0) {
+                    return Err(format!("grounding reference rate {reference_rate} outside (0, 1)"));
                 }
                 Ok(())
             }

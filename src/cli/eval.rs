@@ -89,6 +89,15 @@ pub fn case_table(cases: &[CaseReport]) -> String {
             ins
         ));
     }
+    for c in cases.iter().filter(|c| !c.by_claim_kind.is_empty()) {
+        s.push_str(&format!(
+            "\n{}: outputs flagged at the altered claim, by its kind:\n\n| claim kind | altered | flagged |\n|---|---|---|\n",
+            c.case
+        ));
+        for (k, d) in &c.by_claim_kind {
+            s.push_str(&format!("| {k} | {} | {} |\n", d.altered, d.detected));
+        }
+    }
     s
 }
 
@@ -108,6 +117,12 @@ pub fn in_control_table(r: &EvalReport) -> String {
     for (k, f) in &ic.by_family {
         s.push_str(&format!("| {k} | {} | {:.2} |\n", f.events, f.per_1000));
     }
+    s.push_str(&format!(
+        "\nGrounding (outside the budget): {} of {} unaltered sessions flagged with a contradiction ({:.2}%).\n",
+        ic.grounding_flagged_sessions,
+        ic.sessions,
+        100.0 * ic.grounding_flag_rate
+    ));
     s
 }
 

@@ -4,7 +4,7 @@ use super::InputArgs;
 use crate::baseline::report::{diff, diff_text, show_json, show_text};
 use crate::baseline::{load, save};
 use crate::config::Config;
-use crate::features::{Rules, Taxonomy};
+use crate::features::{Grounding, Rules, Taxonomy};
 use crate::model::SegmentField;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +35,10 @@ pub struct TrainArgs {
     /// escalations and state errors with; stored in the baseline.
     #[arg(long)]
     pub taxonomy: Option<PathBuf>,
+    /// Grounding rules (TOML, like `grounding/claims.toml`) to extract and
+    /// check the outputs' claims with; stored in the baseline.
+    #[arg(long)]
+    pub grounding: Option<PathBuf>,
     /// Train on the good records even if some are bad (they are listed either way).
     #[arg(long)]
     pub skip_bad: bool,
@@ -66,7 +70,14 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Taxonomy::load(Path::new(path))?,
         None => Taxonomy::builtin().clone(),
     };
-    let rules = Rules::new(&prices, &taxonomy);
+    if let Some(g) = &a.grounding {
+        cfg.grounding = Some(g.display().to_string());
+    }
+    let grounding = match &cfg.grounding {
+        Some(path) => Grounding::load(Path::new(path))?,
+        None => Grounding::builtin().clone(),
+    };
+    let rules = Rules::new(&prices, &taxonomy).with_grounding(&grounding);
     let (baseline, read) = crate::baseline::train::train_files(
         &a.input,
         a.input_args.format,

@@ -72,6 +72,9 @@ pub struct DriftEvent {
     pub observations: Vec<Observation>,
     /// One-line summary.
     pub message: String,
+    /// A grounding event's claim and the source it contradicts, with their steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<crate::features::Contradiction>,
 }
 
 /// One reading of a session-level chart, as the console draws it: the
@@ -178,6 +181,7 @@ impl DriftEvent {
             exemplars: f.exemplars,
             observations: f.observations,
             message: f.message,
+            grounding: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! line in [`segment::build`].
 
 pub mod event;
+mod grounding;
 mod loops;
 mod outputs;
 mod profile;

@@ -5,7 +5,7 @@
 
 use super::event::{Ctx, DriftEvent, Reading};
 use super::state::{Core, Family, SavedChart};
-use super::{At, Detector, Ended, loops, outputs, profile, rates, sessions, windows};
+use super::{At, Detector, Ended, grounding, loops, outputs, profile, rates, sessions, windows};
 use crate::baseline::types::{ChartSpec, ChartTarget, SegmentBaseline};
 use crate::features::sequence::{END, NEW_TOOL, START};
 use crate::features::{SessionFeatures, StepObs};
@@ -20,6 +20,7 @@ pub use super::state::DetectError;
 fn family(target: &ChartTarget) -> Family {
     match target {
         ChartTarget::Loops => loops::FAMILY,
+        ChartTarget::Grounding => grounding::FAMILY,
         ChartTarget::Feature(_) | ChartTarget::CostPerSuccess => sessions::FAMILY,
         ChartTarget::OutputChars | ChartTarget::OutputLexicon(_) => outputs::FAMILY,
         ChartTarget::Profile => profile::FAMILY,
@@ -41,6 +42,9 @@ pub fn build(spec: &ChartSpec, seg: &SegmentBaseline) -> Result<Box<dyn Detector
 pub struct InSession {
     /// Loop statistics that already fired in this session (bit per statistic).
     pub loops_fired: u8,
+    /// Contradictions raised in this session.
+    #[serde(default)]
+    pub grounding_fired: u8,
 }
 
 /// A running detector with its bookkeeping, saved in snapshots as its [`SavedChart`].

@@ -122,6 +122,7 @@ pub fn design_kind(d: &ChartDesign) -> &'static str {
         ChartDesign::Bernoulli { .. } => "bernoulli",
         ChartDesign::WindowTest { .. } => "window",
         ChartDesign::Loops { .. } => "loops",
+        ChartDesign::Grounding { .. } => "grounding",
     }
 }
 
@@ -182,6 +183,8 @@ pub enum ChartState {
     Window(WindowState),
     /// Loop thresholds (stateless across sessions).
     Loops(Vec<LoopThreshold>),
+    /// Grounding: the reference share of sessions with a contradiction (stateless across sessions).
+    Grounding(f64),
 }
 
 impl ChartState {
@@ -195,6 +198,7 @@ impl ChartState {
             ChartState::Bernoulli(_) => "bernoulli",
             ChartState::Window(_) => "window",
             ChartState::Loops(_) => "loops",
+            ChartState::Grounding(_) => "grounding",
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod saved;
 
 use crate::baseline::types::{Baseline, SegmentBaseline};
 use crate::detect::{Ctx, DriftEvent, InSession, SegmentDetectors};
-use crate::features::{Lexicons, Rules, SessionAccumulator, SessionFeatures, Taxonomy};
+use crate::features::{Grounding, Lexicons, Rules, SessionAccumulator, SessionFeatures, Taxonomy};
 use crate::model::{Outcome, OutcomeSource, PriceTable, SegmentKey, Step, StepKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -159,6 +159,9 @@ pub enum EngineError {
     /// The taxonomy stored in the baseline does not parse.
     #[error(transparent)]
     Taxonomy(#[from] crate::features::taxonomy::TaxonomyError),
+    /// The grounding rules stored in the baseline do not parse.
+    #[error(transparent)]
+    Grounding(#[from] crate::features::grounding::GroundingError),
     /// A snapshot does not belong to this baseline.
     #[error("the saved scorer state belongs to another baseline")]
     Snapshot,
@@ -461,6 +464,8 @@ pub struct Scorer {
     prices: PriceTable,
     /// The error taxonomy the baseline was trained with.
     taxonomy: Taxonomy,
+    /// The grounding rules the baseline was trained with (shared by every scorer of them).
+    grounding: Arc<Grounding>,
     index: HashMap<SegmentKey, usize>,
     idle_timeout_ms: i64,
     detectors: Vec<SegmentDetectors>,
@@ -561,6 +566,7 @@ impl Scorer {
                 .collect::<Result<_, _>>()?,
             baseline_id: baseline_id(&baseline),
             taxonomy: Taxonomy::of_baseline(baseline.meta.taxonomy.as_ref())?,
+            grounding: Grounding::of_baseline(baseline.meta.grounding.as_ref())?,
             baseline,
             prices,
             idle_timeout_ms,
@@ -583,6 +589,11 @@ impl Scorer {
     /// The error taxonomy it classifies with (the baseline's).
     pub fn taxonomy(&self) -> &Taxonomy {
         &self.taxonomy
+    }
+
+    /// The grounding rules it extracts claims with (the baseline's).
+    pub fn grounding(&self) -> &Arc<Grounding> {
+        &self.grounding
     }
 
     /// The same scorer with other memory bounds.
@@ -748,7 +759,10 @@ impl Scorer {
             open.scored += 1;
             open.last_ts = open.last_ts.max(step.ts);
             self.stats.steps += 1;
-            let obs = open.acc.push(&step, &Rules::new(&self.prices, &self.taxonomy));
+            let obs = open.acc.push(
+                &step,
+                &Rules::new(&self.prices, &self.taxonomy).with_grounding(&self.grounding),
+            );
             if let Some(i) = open.segment.filter(|i| !self.failed.contains_key(i)) {
                 let ctx = Ctx {
                     session_id: sid,

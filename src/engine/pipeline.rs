@@ -174,8 +174,10 @@ pub struct PipelineStateRef<'a> {
     assembler: &'a Assembler,
 }
 
-/// Snapshot format version written by this build.
-pub const STATE_VERSION: u32 = 2;
+/// Snapshot format version written by this build (3: open sessions carry
+/// what the grounding check learnt of their sources; a version-2 snapshot is
+/// refused and the log replayed, so no open session misses its sources).
+pub const STATE_VERSION: u32 = 3;
 
 /// Assembler and scorer.
 pub struct Pipeline {

@@ -7,7 +7,7 @@ use crate::baseline::types::Baseline;
 use crate::detect::DriftEvent;
 use crate::engine::replay::{replay_steps, shuffle_sessions};
 use crate::engine::{EngineError, Scorer};
-use crate::inject::{DRIFT_ATTR, INJECTED_ATTR};
+use crate::inject::{CONTRADICTION_ATTR, DRIFT_ATTR, INJECTED_ATTR};
 use crate::model::{PriceTable, Step};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -70,6 +70,12 @@ pub struct InControlReport {
     pub passes_with_alarm: f64,
     /// Median position of the first false alarm in passes that had one.
     pub first_alarm_median: Option<f64>,
+    /// Sessions a grounding event flagged (one pass: flags do not depend on
+    /// arrival order). Grounding events are findings outside the alarm
+    /// budget, so they are counted here and not in `events`.
+    pub grounding_flagged_sessions: u64,
+    /// grounding_flagged_sessions / sessions: the false-flag rate when the input is unaltered.
+    pub grounding_flag_rate: f64,
     /// In-session alarms (session id, detector): they do not depend on
     /// arrival order, so a drifted copy of such a session raising the same
     /// alarm is not a detection of the drift.
@@ -121,6 +127,19 @@ pub struct CaseReport {
     pub fired: BTreeMap<String, f64>,
     /// In-session detection (where any in-session detector fired).
     pub in_session: Option<InSessionReport>,
+    /// Contradiction drifts: per kind of altered claim, outputs altered and
+    /// those a grounding event flagged at the altered step.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_claim_kind: BTreeMap<String, ClaimKindDetection>,
+}
+
+/// Altered outputs of one claim kind and how many a grounding event flagged.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClaimKindDetection {
+    /// Outputs whose claim of this kind was altered.
+    pub altered: u64,
+    /// Of which flagged at that step.
+    pub detected: u64,
 }
 
 /// The whole evaluation.
@@ -192,12 +211,19 @@ fn run_trials(
     Ok(out.into_iter().map(|t| t.expect("every trial ran")).collect())
 }
 
-fn first_event(t: &Trial) -> Option<(&DriftEvent, usize)> {
+/// The first event of a trial and its position; grounding findings count
+/// when `grounding` (a drifted input: they detect it), not in-control (they
+/// are outside the budget).
+fn first_event(t: &Trial, grounding: bool) -> Option<(&DriftEvent, usize)> {
     t.events
         .iter()
+        .filter(|e| grounding || e.kind != GROUNDING)
         .map(|e| (e, t.position.get(&e.session_id).copied().unwrap_or(usize::MAX)))
         .min_by_key(|(_, p)| *p)
 }
+
+/// The family of grounding events (findings about one session, outside the alarm budget).
+const GROUNDING: &str = "grounding";
 
 /// Scores the in-control input `trials` times in random orders.
 pub fn in_control(
@@ -216,10 +242,23 @@ pub fn in_control(
     };
     let scorings: u64 = trials.iter().map(|t| t.scored).sum();
     let mut firsts = Vec::new();
+    if let Some(t) = trials.first() {
+        let flagged: HashSet<&str> = t
+            .events
+            .iter()
+            .filter(|e| e.kind == GROUNDING)
+            .map(|e| e.session_id.as_str())
+            .collect();
+        r.grounding_flagged_sessions = flagged.len() as u64;
+        r.grounding_flag_rate = flagged.len() as f64 / r.sessions.max(1) as f64;
+    }
     for t in &trials {
         for e in &t.events {
             if e.seq.is_some() {
                 r.in_session_alarms.insert((e.session_id.clone(), e.detector.clone()));
+            }
+            if e.kind == GROUNDING {
+                continue; // counted apart, above
             }
             r.events += 1;
             r.by_family.entry(e.kind.clone()).or_default().events += 1;
@@ -227,7 +266,7 @@ pub fn in_control(
                 .entry(format!("{} [{}]", e.detector, e.segment))
                 .or_insert(0) += 1;
         }
-        if let Some((_, p)) = first_event(t) {
+        if let Some((_, p)) = first_event(t, false) {
             firsts.push(p as f64);
         }
     }
@@ -310,7 +349,7 @@ pub fn drifted(
     let mut delays = Vec::new();
     let mut fired: BTreeMap<String, usize> = BTreeMap::new();
     for t in &trials {
-        if let Some((e, p)) = first_event(t) {
+        if let Some((e, p)) = first_event(t, true) {
             delays.push(p as f64);
             *r.first_family.entry(e.kind.clone()).or_insert(0) += 1;
             *r.first_detector.entry(e.detector.clone()).or_insert(0) += 1;
@@ -334,7 +373,14 @@ pub fn drifted(
     if let Some(t) = trials.first() {
         let mut step_delays: HashMap<String, u64> = HashMap::new();
         let mut any = false;
-        for e in t.events.iter().filter(|e| e.seq.is_some()) {
+        // A contradiction is detected by a grounding event, not by another
+        // in-session detector that happens to fire on the same session.
+        let contradiction = case.starts_with("contradiction");
+        for e in t
+            .events
+            .iter()
+            .filter(|e| e.seq.is_some() && (!contradiction || e.kind == GROUNDING))
+        {
             any = true;
             let (Some(seq), Some(&first)) = (e.seq, injected.get(e.session_id.as_str())) else {
                 continue;
@@ -344,6 +390,24 @@ pub fn drifted(
                 let slot = step_delays.entry(e.session_id.clone()).or_insert(d);
                 *slot = (*slot).min(d);
             }
+        }
+        let flagged: HashSet<(&str, u64)> = t
+            .events
+            .iter()
+            .filter(|e| e.kind == GROUNDING)
+            .filter_map(|e| Some((e.session_id.as_str(), e.seq?)))
+            .collect();
+        for s in steps {
+            let Some(kind) = s
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(CONTRADICTION_ATTR)?.get("kind")?.as_str())
+            else {
+                continue;
+            };
+            let k = r.by_claim_kind.entry(kind.to_string()).or_default();
+            k.altered += 1;
+            k.detected += u64::from(flagged.contains(&(s.session_id.as_str(), s.seq)));
         }
         if any && !injected.is_empty() {
             let d: Vec<f64> = step_delays.values().map(|&x| x as f64).collect();

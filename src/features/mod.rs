@@ -1,6 +1,7 @@
 //! Features: sessions → numbers. Pure; the same code serves training and
 //! live scoring.
 
+pub mod grounding;
 pub mod sequence;
 pub mod session;
 mod state;
@@ -8,6 +9,19 @@ pub mod taxonomy;
 pub mod text;
 
 use crate::model::PriceTable;
+use serde::{Deserialize, Serialize};
+
+/// A rule file a baseline was trained with (taxonomy, grounding), stored in
+/// it whole so scoring measures exactly as training did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleSource {
+    /// The file's `version`.
+    pub version: String,
+    /// SHA-256 of `text`.
+    pub sha256: String,
+    /// The whole file.
+    pub text: String,
+}
 
 /// What measuring a session needs besides its steps, in one value so that
 /// training and scoring measure with the same prices, lexicons and rules.
@@ -19,6 +33,8 @@ pub struct Rules<'a> {
     pub lexicons: &'a Lexicons,
     /// Error-class, escalation and state rules.
     pub taxonomy: &'a Taxonomy,
+    /// Claim extraction and grounding rules.
+    pub grounding: &'a Grounding,
 }
 
 impl<'a> Rules<'a> {
@@ -28,7 +44,13 @@ impl<'a> Rules<'a> {
             prices,
             lexicons: Lexicons::builtin(),
             taxonomy,
+            grounding: Grounding::builtin(),
         }
+    }
+
+    /// The same with these grounding rules.
+    pub fn with_grounding(self, grounding: &'a Grounding) -> Rules<'a> {
+        Rules { grounding, ..self }
     }
 
     /// These prices with the shipped lexicons and taxonomy.
@@ -37,9 +59,10 @@ impl<'a> Rules<'a> {
     }
 }
 
+pub use grounding::{ClaimKind, Contradiction, Grounding, GroundingObs};
 pub use session::{
     Feature, LENGTH_BANDS, LEXICON_FEATURES, LONG_SESSION_MESSAGES, N_FEATURES, OutputObs, SessionAccumulator,
     SessionFeatures, StepObs, length_band, session_features,
 };
-pub use taxonomy::{Taxonomy, TaxonomySource};
+pub use taxonomy::Taxonomy;
 pub use text::{Lexicons, TextScores};

@@ -3,6 +3,7 @@
 //! definitions.
 
 use super::Rules;
+use super::grounding::{GroundingObs, GroundingTracker};
 use super::sequence::{LoopObs, LoopTracker, MAX_CYCLE, REASON};
 use super::state::StateTracker;
 use super::text::{CONFIDENCE, N_LEXICONS, TextScores};
@@ -111,6 +112,12 @@ features! {
     MemoryGrowthPerTurn = "memory_growth_per_turn",
     /// Conversation length in messages: user turns + model calls.
     Messages = "messages",
+    /// Checkable claims in the model's outputs (amounts, dates, ids, …; absent without output text).
+    Claims = "claims",
+    /// Share of those claims no earlier source of the session gave (absent without claims).
+    UnsupportedClaimShare = "unsupported_claim_share",
+    /// Claims an earlier source of the session contradicts.
+    Contradictions = "contradictions",
 }
 
 /// Number of features.
@@ -222,6 +229,8 @@ pub struct StepObs {
     pub tool_loop: Option<(String, LoopObs)>,
     /// Whether an agent tool call failed.
     pub tool_failed: Option<bool>,
+    /// The claims of a model output with text, checked against the session's sources.
+    pub grounding: Option<GroundingObs>,
 }
 
 /// One model output's features.
@@ -282,6 +291,14 @@ pub struct SessionAccumulator {
     state: StateTracker,
     #[serde(default)]
     intent: Option<String>,
+    #[serde(default)]
+    grounding: GroundingTracker,
+    #[serde(default)]
+    claims: u32,
+    #[serde(default)]
+    unsupported_claims: u32,
+    #[serde(default)]
+    contradictions: u32,
 }
 
 /// What memory steps did.
@@ -300,7 +317,7 @@ pub const MAX_STATES: usize = 10_000;
 impl SessionAccumulator {
     /// Adds the next step.
     pub fn push(&mut self, step: &Step, rules: &Rules) -> StepObs {
-        let (prices, lex, taxonomy) = (rules.prices, rules.lexicons, rules.taxonomy);
+        let (prices, lex, taxonomy, grounding) = (rules.prices, rules.lexicons, rules.taxonomy, rules.grounding);
         let mut obs = StepObs::default();
         self.total += 1;
         if self.intent.is_none() {
@@ -400,6 +417,11 @@ impl SessionAccumulator {
                         text: scores,
                         tokens: step.output_tokens,
                     });
+                    let g = self.grounding.check(grounding, text, step.seq);
+                    self.claims += g.claims;
+                    self.unsupported_claims += g.unsupported;
+                    self.contradictions += g.contradictions.len() as u32;
+                    obs.grounding = Some(g);
                 }
                 match step.tool_calls_requested {
                     Some(0) => self.push_state(REASON),
@@ -450,9 +472,13 @@ impl SessionAccumulator {
                 if let Some(r) = step.result.as_ref().filter(|_| !failed) {
                     self.state.learn_result(r);
                 }
+                self.grounding.learn(grounding, step);
             }
             // A tool the user runs changes the environment: earlier reads may be stale.
-            StepKind::Tool => self.state.reads.clear(),
+            StepKind::Tool => {
+                self.state.reads.clear();
+                self.grounding.learn(grounding, step);
+            }
             StepKind::Memory => {
                 let m = self.memory.get_or_insert_with(MemoryTally::default);
                 match step.memory_op {
@@ -460,6 +486,7 @@ impl SessionAccumulator {
                     Some(MemoryOp::Write) => m.writes += 1,
                     None => {}
                 }
+                self.grounding.learn(grounding, step);
                 let size = step.attributes.as_ref().and_then(|a| a.get("memory.size")?.as_f64());
                 if let Some(sz) = size.filter(|v| v.is_finite()) {
                     m.first_size.get_or_insert(sz);
@@ -479,6 +506,7 @@ impl SessionAccumulator {
                 if let Some(t) = &step.text {
                     self.state.learn_user(t);
                 }
+                self.grounding.learn(grounding, step);
             }
             StepKind::Handoff => {
                 self.handoffs += 1;
@@ -582,6 +610,11 @@ impl SessionAccumulator {
             v[Feature::MemoryGrowthPerTurn.index()] = Some(growth / f64::from(self.user.max(1)));
         }
         v[Feature::Messages.index()] = Some(f64::from(self.user + self.llm));
+        if self.out_n > 0 {
+            v[Feature::Claims.index()] = Some(f64::from(self.claims));
+            v[Feature::Contradictions.index()] = Some(f64::from(self.contradictions));
+        }
+        v[Feature::UnsupportedClaimShare.index()] = ratio(f64::from(self.unsupported_claims), f64::from(self.claims));
         // Session-level classes: escalation (a tool, a handoff to a person, or
         // the outcome), reasoning (a failed outcome with no tool or state error).
         let mut error_classes = self.error_classes.clone();

@@ -55,6 +55,15 @@ const MAX_VALUES: usize = 4096;
 /// Largest result body parsed for values.
 const MAX_RESULT_BYTES: usize = 64 * 1024;
 
+/// A tool result given as text that holds a JSON object or array (bounded), parsed.
+pub(super) fn json_body(s: &str) -> Option<Value> {
+    let t = s.trim_start();
+    if s.len() > MAX_RESULT_BYTES || !(t.starts_with('{') || t.starts_with('[')) {
+        return None;
+    }
+    serde_json::from_str(s).ok()
+}
+
 /// A scalar JSON value as text, when it can name state (ids, amounts, dates).
 fn scalar(v: &Value) -> Option<String> {
     match v {
@@ -107,15 +116,13 @@ impl StateTracker {
     pub(super) fn learn_result(&mut self, result: &Value) {
         let parsed;
         let body = match result {
-            Value::String(s) if s.len() <= MAX_RESULT_BYTES && (s.starts_with('{') || s.starts_with('[')) => {
-                match serde_json::from_str::<Value>(s) {
-                    Ok(v) => {
-                        parsed = v;
-                        &parsed
-                    }
-                    Err(_) => return,
+            Value::String(s) => match json_body(s) {
+                Some(v) => {
+                    parsed = v;
+                    &parsed
                 }
-            }
+                None => return,
+            },
             Value::Object(_) | Value::Array(_) => result,
             _ => return,
         };

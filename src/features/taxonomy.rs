@@ -3,9 +3,10 @@
 //! The rules are a data file (`taxonomy/errors.toml`), versioned and hashed
 //! into every baseline like the lexicons.
 
+use super::RuleSource;
 use crate::model::glob::matches_ignore_case;
 use crate::model::{ErrorClass, Step};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 
@@ -114,17 +115,6 @@ pub struct Taxonomy {
     rules: Vec<Rule>,
 }
 
-/// What a baseline records of the taxonomy it was trained with.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TaxonomySource {
-    /// The file's `version`.
-    pub version: String,
-    /// SHA-256 of `text`.
-    pub sha256: String,
-    /// The whole file.
-    pub text: String,
-}
-
 fn parse_codes(s: &str) -> Option<(u16, u16)> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
     let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
@@ -228,7 +218,7 @@ impl Taxonomy {
     }
 
     /// The rules a baseline was trained with (the built-in ones for baselines older than the taxonomy).
-    pub fn of_baseline(source: Option<&TaxonomySource>) -> Result<Taxonomy, TaxonomyError> {
+    pub fn of_baseline(source: Option<&RuleSource>) -> Result<Taxonomy, TaxonomyError> {
         match source {
             None => Ok(Taxonomy::builtin().clone()),
             Some(s) => Taxonomy::parse(&s.text, "stored in the baseline"),
@@ -236,8 +226,8 @@ impl Taxonomy {
     }
 
     /// What a baseline stores.
-    pub fn source(&self) -> TaxonomySource {
-        TaxonomySource {
+    pub fn source(&self) -> RuleSource {
+        RuleSource {
             version: self.version.clone(),
             sha256: self.hash.clone(),
             text: self.text.clone(),

@@ -19,6 +19,8 @@ use std::str::FromStr;
 pub const DRIFT_ATTR: &str = "agentdrift.drift";
 /// Attribute marking a step the transformation changed or inserted.
 pub const INJECTED_ATTR: &str = "agentdrift.injected";
+/// Attribute of the output a contradiction altered: `{kind, from, to}`.
+pub const CONTRADICTION_ATTR: &str = "agentdrift.contradiction";
 
 /// What kind of drift to inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,10 +41,12 @@ pub enum DriftKind {
     Success,
     /// Everything takes longer.
     Latency,
+    /// An output states a value its session's sources give differently.
+    Contradiction,
 }
 
 /// Every kind, in documentation order.
-pub const ALL_KINDS: [DriftKind; 8] = [
+pub const ALL_KINDS: [DriftKind; 9] = [
     DriftKind::Loop,
     DriftKind::ToolSwap,
     DriftKind::Verbosity,
@@ -51,6 +55,7 @@ pub const ALL_KINDS: [DriftKind; 8] = [
     DriftKind::Errors,
     DriftKind::Success,
     DriftKind::Latency,
+    DriftKind::Contradiction,
 ];
 
 impl DriftKind {
@@ -65,6 +70,7 @@ impl DriftKind {
             DriftKind::Errors => "errors",
             DriftKind::Success => "success",
             DriftKind::Latency => "latency",
+            DriftKind::Contradiction => "contradiction",
         }
     }
 
@@ -79,6 +85,7 @@ impl DriftKind {
             DriftKind::Errors => [0.1, 0.3],
             DriftKind::Success => [0.3, 0.8],
             DriftKind::Latency => [0.5, 2.0],
+            DriftKind::Contradiction => [0.5, 1.0],
         }
     }
 
@@ -86,7 +93,11 @@ impl DriftKind {
     pub fn magnitude_meaning(self) -> &'static str {
         match self {
             DriftKind::Loop => "extra repetitions of the call, an integer ≥ 1",
-            DriftKind::ToolSwap | DriftKind::Tone | DriftKind::Errors | DriftKind::Success => "a probability in (0, 1]",
+            DriftKind::ToolSwap
+            | DriftKind::Tone
+            | DriftKind::Errors
+            | DriftKind::Success
+            | DriftKind::Contradiction => "a probability in (0, 1]",
             DriftKind::Verbosity | DriftKind::Tokens | DriftKind::Latency => "a relative increase > 0 (1 = doubled)",
         }
     }
@@ -95,7 +106,11 @@ impl DriftKind {
         let ok = m.is_finite()
             && match self {
                 DriftKind::Loop => m >= 1.0 && m.fract() == 0.0 && m <= 1000.0,
-                DriftKind::ToolSwap | DriftKind::Tone | DriftKind::Errors | DriftKind::Success => m > 0.0 && m <= 1.0,
+                DriftKind::ToolSwap
+                | DriftKind::Tone
+                | DriftKind::Errors
+                | DriftKind::Success
+                | DriftKind::Contradiction => m > 0.0 && m <= 1.0,
                 DriftKind::Verbosity | DriftKind::Tokens | DriftKind::Latency => m > 0.0 && m <= 100.0,
             };
         if ok {
@@ -132,7 +147,7 @@ impl FromStr for DriftKind {
 pub enum InjectError {
     /// Not one of the kinds.
     #[error(
-        "unknown drift kind {0:?}: expected one of loop, tool-swap, verbosity, tokens, tone, errors, success, latency"
+        "unknown drift kind {0:?}: expected one of loop, tool-swap, verbosity, tokens, tone, errors, success, latency, contradiction"
     )]
     UnknownKind(String),
     /// Magnitude out of range for the kind.
@@ -210,6 +225,7 @@ pub fn inject(sessions: Vec<Session>, kind: DriftKind, magnitude: f64, seed: u64
                 DriftKind::Errors => "successful agent tool calls",
                 DriftKind::Success => "a successful outcome",
                 DriftKind::Latency => "steps",
+                DriftKind::Contradiction => "LLM output text",
             },
         });
     }
@@ -283,6 +299,13 @@ pub fn inject(sessions: Vec<Session>, kind: DriftKind, magnitude: f64, seed: u64
                 },
             ),
             DriftKind::Latency => stretch(&mut s.steps, 1.0 + magnitude),
+            DriftKind::Contradiction => {
+                if magnitude >= 1.0 || rng.random::<f64>() < magnitude {
+                    contradict(&mut s.steps)
+                } else {
+                    0
+                }
+            }
         };
         if changed > 0 {
             out.changed_sessions += 1;
@@ -316,7 +339,7 @@ fn eligible(kind: DriftKind, x: &Step) -> bool {
     match kind {
         DriftKind::Loop | DriftKind::ToolSwap => is_agent_tool(x),
         DriftKind::Errors => is_agent_tool(x) && x.status != Some(Status::Error),
-        DriftKind::Verbosity | DriftKind::Tone => has_text(x),
+        DriftKind::Verbosity | DriftKind::Tone | DriftKind::Contradiction => has_text(x),
         DriftKind::Tokens => x.input_tokens.is_some() || x.output_tokens.is_some(),
         DriftKind::Success => x.kind == StepKind::End && x.outcome == Some(Outcome::Success),
         DriftKind::Latency => true,
@@ -386,6 +409,98 @@ fn lengthen(text: &str, factor: f64) -> String {
         n += 1;
     }
     out
+}
+
+/// Alters the last claim of the last output that has one an earlier source
+/// of the session supports (the shipped grounding rules say which): an
+/// identifier gets one character changed, an amount, quantity or date moves
+/// (+10% and at least 1, +1, the next day), a time moves an hour, an e-mail
+/// or phone number one character. Returns 1 if it changed a step.
+fn contradict(steps: &mut [Step]) -> usize {
+    use crate::features::grounding::{SupportedClaim, supported_claims};
+    let claims = supported_claims(crate::features::Grounding::builtin(), steps);
+    let Some(SupportedClaim { step, range, kind }) = claims.last().cloned() else {
+        return 0;
+    };
+    let Some(text) = steps[step].text.clone() else { return 0 };
+    let Some(altered) = alter(kind, &text[range.clone()]) else {
+        return 0;
+    };
+    let s = &mut steps[step];
+    s.text = Some(format!("{}{altered}{}", &text[..range.start], &text[range.end..]));
+    s.attributes.get_or_insert_with(Map::new).insert(
+        CONTRADICTION_ATTR.into(),
+        serde_json::json!({"kind": kind.as_str(), "from": &text[range], "to": altered}),
+    );
+    mark(s);
+    1
+}
+
+/// One claim, changed so its value differs (its form kept).
+fn alter(kind: crate::features::ClaimKind, claim: &str) -> Option<String> {
+    use crate::features::ClaimKind as K;
+    let replace = |(a, b): (usize, usize), with: String| format!("{}{with}{}", &claim[..a], &claim[b..]);
+    match kind {
+        K::Money | K::Quantity => {
+            let b = claim.as_bytes();
+            let start = b.iter().position(u8::is_ascii_digit)?;
+            let end = start
+                + b[start..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit() || **c == b',')
+                    .count();
+            let n: u64 = claim[start..end].replace(',', "").parse().ok()?;
+            let step = if kind == K::Money { (n / 10).max(1) } else { 1 };
+            Some(replace((start, end), (n + step).to_string()))
+        }
+        K::Date | K::Time => {
+            // The day, or the hour: ISO dates' last digit run, m/d/y's second,
+            // otherwise the first; within range, never the same value.
+            let runs: Vec<(usize, usize)> = {
+                let b = claim.as_bytes();
+                let mut v = Vec::new();
+                let mut i = 0;
+                while i < b.len() {
+                    if b[i].is_ascii_digit() {
+                        let j = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                        v.push((i, j));
+                        i = j;
+                    } else {
+                        i += 1;
+                    }
+                }
+                v
+            };
+            let (a, b) = match kind {
+                K::Time => *runs.first()?,
+                _ if claim.contains('/') => *runs.get(1)?,
+                _ if claim.contains('-') => *runs.last()?,
+                _ => *runs.first()?,
+            };
+            let n: u32 = claim[a..b].parse().ok()?;
+            let (lo, hi) = if kind == K::Time { (0, 23) } else { (1, 28) };
+            let next = if n >= hi { lo } else { n + 1 };
+            let width = b - a;
+            Some(replace((a, b), format!("{next:0width$}")))
+        }
+        K::Id | K::Email | K::Phone => {
+            // One character: the last digit, else the last letter, moved by one.
+            let b = claim.as_bytes();
+            let i = b
+                .iter()
+                .rposition(u8::is_ascii_digit)
+                .or_else(|| b.iter().rposition(u8::is_ascii_alphabetic))?;
+            let c = b[i];
+            let next = match c {
+                b'9' => b'0',
+                b'z' => b'a',
+                b'Z' => b'A',
+                _ => c + 1,
+            };
+            Some(replace((i, i + 1), (next as char).to_string()))
+        }
+        K::Name | K::Status => None,
+    }
 }
 
 /// Stretches every time gap of the session (and each latency) by `factor`.

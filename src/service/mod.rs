@@ -51,6 +51,8 @@ pub struct Shared {
     pub prices: PriceTable,
     /// The baseline's error taxonomy, for session reports.
     pub taxonomy: crate::features::Taxonomy,
+    /// The baseline's grounding rules, for session reports.
+    pub grounding: std::sync::Arc<crate::features::Grounding>,
     /// OTLP reader options.
     pub read_opts: ReadOptions,
     /// Largest request body.
@@ -260,6 +262,7 @@ pub fn start(
         &*clock,
     )?;
     let taxonomy = pipeline.scorer().taxonomy().clone();
+    let grounding = pipeline.scorer().grounding().clone();
     let metrics = Arc::new(metrics::Metrics::new());
     let (events_tx, _) = broadcast::channel(4096);
     let (engine_tx, engine_rx) = mpsc::sync_channel::<messages::EngineMsg>(256);
@@ -285,6 +288,7 @@ pub fn start(
         events: events_tx,
         metrics,
         taxonomy,
+        grounding,
         baseline,
         prices,
         read_opts,

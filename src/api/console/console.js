@@ -88,6 +88,7 @@ const when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").replace(
 
 // The documented severity rule (README "Alerts"), so the console and the alerts agree.
 function severity(e) {
+  if (e.kind === "grounding") return "warning";
   const ratio = e.limit !== 0 && isFinite(e.statistic) ? Math.abs(e.statistic / e.limit) : Infinity;
   let sev;
   if (typeof e.p_value === "number") sev = e.p_value <= 1e-6 ? "critical" : e.p_value <= 1e-3 ? "warning" : "info";
@@ -449,7 +450,22 @@ async function eventView(id) {
     h("thead", {}, h("tr", {}, ["what moved", "baseline", "observed", "score"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, e.moved.map((m) => h("tr", {}, h("td", {}, m.what), h("td", { class: "num" }, num(m.baseline)), h("td", { class: "num" }, num(m.observed)), h("td", { class: "num" }, num(m.score))))),
   );
-  const parts = [h("p", {}, e.message), facts, h("h2", {}, "What moved"), moved];
+  const parts = [h("p", {}, e.message), facts];
+  if (e.grounding) {
+    const g = e.grounding;
+    parts.push(
+      h("h2", {}, "Claim and source"),
+      h(
+        "dl",
+        { class: "kv", id: "grounding" },
+        h("dt", {}, "the output said"), h("dd", {}, h("q", {}, g.claim), ` (${g.kind}, step ${g.claim_seq})`),
+        h("dt", {}, "the source gave"), h("dd", {}, h("code", {}, g.source_value), ` (${g.source}, step ${g.source_seq})`),
+        h("dt", {}, "source excerpt"), h("dd", {}, h("q", {}, g.excerpt)),
+        h("dt", {}, "rule"), h("dd", {}, g.rule),
+      ),
+    );
+  }
+  parts.push(h("h2", {}, "What moved"), moved);
   if (e.moved.some((m) => m.what.includes(" → "))) parts.push(h("h2", {}, "Transition differences"), heatMap(e.moved));
   parts.push(
     h("h2", {}, "Sessions to replay"),

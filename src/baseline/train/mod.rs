@@ -32,7 +32,7 @@ use segment::build_segment;
 pub use stream::{SessionBuilder, TrainFilesError, train_files};
 
 use crate::baseline::types::*;
-use crate::features::{Feature, Lexicons, OutputObs, Rules, SessionFeatures, Taxonomy};
+use crate::features::{Feature, OutputObs, Rules, SessionFeatures};
 use crate::ingest::InputFile;
 use crate::model::{POOLED_TASK_TYPE, SegmentField, SegmentKey, Step, group_sessions};
 use plan::plan;
@@ -130,7 +130,7 @@ pub fn train(
         return Err(TrainError::Empty);
     }
     let rows = measure_all(&grouped.sessions, rules, &cfg.segment_by);
-    train_rows(&rows, inputs, cfg, rules.taxonomy)
+    train_rows(&rows, inputs, cfg, rules)
 }
 
 fn validate(cfg: &TrainConfig) -> Result<(), TrainError> {
@@ -164,7 +164,7 @@ pub fn train_rows(
     rows: &[SessionRow],
     inputs: Vec<InputFile>,
     cfg: &TrainConfig,
-    taxonomy: &Taxonomy,
+    rules: &Rules,
 ) -> Result<Baseline, TrainError> {
     // Steps measured: a step sent twice (same session and `seq`) counts once.
     let n_steps: u64 = rows.iter().map(|r| u64::from(r.features.total_steps)).sum();
@@ -309,7 +309,7 @@ pub fn train_rows(
         .into_iter()
         .map(|b| b.expect("every segment built or copied"))
         .collect::<Result<Vec<_>, _>>()?;
-    let lex = Lexicons::builtin();
+    let lex = rules.lexicons;
     Ok(Baseline {
         meta: BaselineMeta {
             schema_version: SCHEMA_VERSION,
@@ -323,7 +323,8 @@ pub fn train_rows(
             config: cfg.clone(),
             lexicon_version: lex.version.clone(),
             lexicon_hash: lex.hash.clone(),
-            taxonomy: Some(taxonomy.source()),
+            taxonomy: Some(rules.taxonomy.source()),
+            grounding: Some(rules.grounding.source()),
             warnings,
             phase1_excluded: excluded_all,
         },

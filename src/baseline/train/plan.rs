@@ -61,6 +61,9 @@ pub const EWMA_FEATURES: &[Feature] = &[
     Feature::Refusal,
     Feature::MemoryGrowth,
     Feature::MemoryGrowthPerTurn,
+    Feature::Claims,
+    Feature::UnsupportedClaimShare,
+    Feature::Contradictions,
 ];
 
 /// Session features charted by CUSUM (token burn and cost).
@@ -417,6 +420,7 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Planned, ChartEr
                             .collect(),
                     }
                 }
+                ChartTarget::Grounding => unreachable!("grounding is planned apart from the budget"),
                 ChartTarget::Failure => bernoulli(upper(f64::from(r.failures), f64::from(r.outcome_sessions)), arl0)?,
                 ChartTarget::Escalation => bernoulli(upper(f64::from(r.escalations), f64::from(r.sessions)), arl0)?,
                 ChartTarget::ToolFailure => bernoulli(
@@ -448,6 +452,21 @@ pub fn plan(seg: &SegmentBaseline, cfg: &TrainConfig) -> Result<Planned, ChartEr
             rate,
             arl0,
             unit: c.unit.to_string(),
+        });
+    }
+    // Grounding: every contradiction is a finding about its session, raised
+    // whatever the budget; its expected rate is the reference's, so the
+    // chart states it instead of drawing from the alarm budget.
+    if seg.feature(Feature::Claims).is_some() && !cfg.disabled.iter().any(|d| d == "grounding") {
+        let reference_rate = smoothed_rate(f64::from(r.contradiction_sessions), sessions).min(0.5);
+        specs.push(ChartSpec {
+            id: "grounding".into(),
+            family: "grounding".into(),
+            target: ChartTarget::Grounding,
+            design: ChartDesign::Grounding { reference_rate },
+            rate: reference_rate,
+            arl0: 1.0 / reference_rate,
+            unit: "sessions".into(),
         });
     }
     Ok(Planned {

@@ -177,6 +177,12 @@ pub(super) fn build_segment(
             *rates.inferred_error_classes.entry(c.clone()).or_insert(0) += u64::from(*n);
         }
         rates.long_sessions.add(&r.features);
+        if r.features.get(Feature::Contradictions).is_some_and(|n| n > 0.0) {
+            rates.contradiction_sessions += 1;
+        }
+        if r.features.get(Feature::Claims).is_some_and(|n| n > 0.0) {
+            rates.claim_sessions += 1;
+        }
         if let Some(s) = r.features.success() {
             let ok = u32::from(s == 1.0);
             let band = crate::features::length_band(r.features.get(Feature::Messages).unwrap_or(0.0));

@@ -284,7 +284,7 @@ pub fn train_files(
     }
     rows.sort_by_key(|r| r.0);
     let rows: Vec<SessionRow> = rows.into_iter().map(|r| r.1).collect();
-    let baseline = train_rows(&rows, streamed.files.clone(), cfg, rules.taxonomy)?;
+    let baseline = train_rows(&rows, streamed.files.clone(), cfg, rules)?;
     Ok((Some(baseline), streamed))
 }
 

@@ -80,6 +80,7 @@ pub(crate) fn event(id: &str, segment: &str, detector: &str, session: &str, ts: 
         exemplars: vec![session.into()],
         observations: Vec::new(),
         message: "m".into(),
+        grounding: None,
     }
 }
 
