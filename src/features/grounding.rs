@@ -7,7 +7,7 @@
 //! file (`grounding/claims.toml`), versioned and hashed into every baseline.
 
 use super::RuleSource;
-use crate::model::{MemoryOp, Status as StepStatus, Step, StepKind};
+use crate::model::{MemoryOp, Step, StepKind};
 use regex::{Captures, Regex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -666,9 +666,8 @@ impl GroundingTracker {
                 .next()
                 .and_then(|n| cents(n.parse().ok()?))
                 .is_some_and(|c| self.has_hash(value_hash(class, c.to_le_bytes()))),
-            // A date without a year is supported by the same day of any year.
-            ClaimKind::Date if e.value.len() == 5 => self.has(class, &e.value),
-            ClaimKind::Date => self.has(class, &e.value),
+            // A date without a year (`05-20`) matches the same day of any year:
+            // sources remember each date with and without its year.
             _ => self.has(class, &e.value),
         }
     }
@@ -739,10 +738,6 @@ impl GroundingTracker {
     }
 
     /// Learns the values of a JSON source; keyed values only when `keyed`.
-    fn learn_json(&mut self, g: &Grounding, v: &Value, seq: u64, source: &str, keyed: bool) {
-        self.walk(g, v, None, seq, source, keyed);
-    }
-
     fn walk(&mut self, g: &Grounding, v: &Value, key: Option<&str>, seq: u64, source: &str, keyed: bool) {
         match v {
             Value::Object(m) => {
@@ -874,23 +869,27 @@ impl GroundingTracker {
     /// arguments, result (unless it failed) and error, retrieved memory.
     /// Model outputs are not sources (an agent repeating itself is not support).
     pub(super) fn learn(&mut self, g: &Grounding, step: &Step) {
+        let result = super::state::successful_result(step);
+        self.learn_parsed(g, step, result.as_deref());
+    }
+
+    /// [`learn`](Self::learn) with the step's successful result already
+    /// parsed (`state::successful_result`), so it is parsed once per step.
+    pub(super) fn learn_parsed(&mut self, g: &Grounding, step: &Step, result: Option<&Value>) {
         match step.kind {
             StepKind::User => {
                 if let Some(t) = &step.text {
                     self.learn_text(g, t, step.seq, "user message");
                 }
             }
-            StepKind::Tool => {
-                let failed = step.status == Some(StepStatus::Error);
-                self.learn_tool(
-                    g,
-                    step.tool.as_deref().unwrap_or(""),
-                    step.seq,
-                    step.args.as_ref(),
-                    step.result.as_ref().filter(|_| !failed),
-                    step.error.as_deref(),
-                );
-            }
+            StepKind::Tool => self.learn_tool(
+                g,
+                step.tool.as_deref().unwrap_or(""),
+                step.seq,
+                step.args.as_ref(),
+                result,
+                step.error.as_deref(),
+            ),
             StepKind::Memory if step.memory_op == Some(MemoryOp::Read) => {
                 if let Some(t) = &step.text {
                     self.learn_text(g, t, step.seq, "retrieved memory");
@@ -917,20 +916,15 @@ impl GroundingTracker {
     ) {
         if let Some(a) = args {
             let source = format!("{tool} arguments");
-            self.learn_json(g, a, seq, &source, false);
+            self.walk(g, a, None, seq, &source, false);
         }
+        // A result held as JSON text arrives parsed; a string here is plain text.
         match result {
-            Some(Value::String(s)) => {
-                let source = format!("{tool} result");
-                match super::state::json_body(s) {
-                    Some(v) => self.learn_json(g, &v, seq, &source, true),
-                    None => self.learn_text(g, s, seq, &source),
-                }
-            }
+            Some(Value::String(s)) => self.learn_text(g, s, seq, &format!("{tool} result")),
             Some(v @ (Value::Object(_) | Value::Array(_))) => {
-                self.learn_json(g, v, seq, &format!("{tool} result"), true)
+                self.walk(g, v, None, seq, &format!("{tool} result"), true)
             }
-            Some(v @ Value::Number(_)) => self.learn_json(g, v, seq, &format!("{tool} result"), false),
+            Some(v @ Value::Number(_)) => self.walk(g, v, None, seq, &format!("{tool} result"), false),
             _ => {}
         }
         if let Some(e) = error {
@@ -1125,14 +1119,14 @@ mod tests {
     fn a_claim_a_source_gave_is_supported_and_one_nobody_gave_is_not() {
         let mut t = GroundingTracker::default();
         t.learn_text(g(), "I want to fly on May 20, my id is mia_li_3668", 0, "user message");
-        t.learn_tool(
-            g(),
-            "get_reservation_details",
-            2,
-            Some(&json!({"reservation_id": "ZFA04Y"})),
-            Some(&json!(r#"{"reservation_id": "ZFA04Y", "flights": [{"flight_number": "HAT170", "date": "2024-05-20", "price": 370}], "status": "active"}"#)),
-            None,
-        );
+        // The result as JSON text, as producers send it: parsed once on the step's way in.
+        let mut step = Step::new("s", 2, 2000, StepKind::Tool, "a");
+        step.tool = Some("get_reservation_details".into());
+        step.args = Some(json!({"reservation_id": "ZFA04Y"}));
+        step.result = Some(json!(
+            r#"{"reservation_id": "ZFA04Y", "flights": [{"flight_number": "HAT170", "date": "2024-05-20", "price": 370}], "status": "active"}"#
+        ));
+        t.learn(g(), &step);
         let o = t.check(
             g(),
             "Booking ZFA04Y (user mia_li_3668) on HAT170 on 2024-05-20 costs $370. Insurance costs $30.",

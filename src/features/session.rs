@@ -469,10 +469,11 @@ impl SessionAccumulator {
                 if !classified && step.args.as_ref().is_some_and(|a| self.state.contradicts(a)) {
                     self.count_class(ErrorClass::State.as_str(), true);
                 }
-                if let Some(r) = step.result.as_ref().filter(|_| !failed) {
+                let result = super::state::successful_result(step);
+                if let Some(r) = &result {
                     self.state.learn_result(r);
                 }
-                self.grounding.learn(grounding, step);
+                self.grounding.learn_parsed(grounding, step, result.as_deref());
             }
             // A tool the user runs changes the environment: earlier reads may be stale.
             StepKind::Tool => {

@@ -64,6 +64,19 @@ pub(super) fn json_body(s: &str) -> Option<Value> {
     serde_json::from_str(s).ok()
 }
 
+/// A successful tool step's result, a JSON text parsed once (the state and
+/// grounding rules both read it); `None` for a failed step or no result.
+pub(super) fn successful_result(step: &crate::model::Step) -> Option<std::borrow::Cow<'_, Value>> {
+    if step.status == Some(crate::model::Status::Error) {
+        return None;
+    }
+    let r = step.result.as_ref()?;
+    Some(match r {
+        Value::String(s) => json_body(s).map_or(std::borrow::Cow::Borrowed(r), std::borrow::Cow::Owned),
+        _ => std::borrow::Cow::Borrowed(r),
+    })
+}
+
 /// A scalar JSON value as text, when it can name state (ids, amounts, dates).
 fn scalar(v: &Value) -> Option<String> {
     match v {
